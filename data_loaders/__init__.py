@@ -1,0 +1,1 @@
+"""Data: BraTS/FeTS layouts, partition CSVs, validation, TorchIO pipelines, synthetic cohort."""

@@ -1,0 +1,286 @@
+"""Check a site's data before it joins a federation: every problem is one line naming subject and file.
+
+Per subject: missing modality or label, unreadable / corrupt / truncated NIfTI, not 3D, shape or
+affine mismatch against the first modality, NaN or Inf voxels, label values outside the
+layout's convention ({0,1,2,4} for BraTS 2021 / FeTS, {0,1,2,3} for BraTS 2023) or not integer.
+
+With a partition CSV: the CSV must be readable (else DataError, as for a missing folder).
+For every partition that has at least one subject on disk, its other subjects must be on disk
+too (a problem each). Partitions with no subject here, and subjects here that the CSV does not
+list (held-out test cases, say), are notes, not problems: a site folder holds only its own
+partition of a federation-wide CSV.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from data_loaders.layouts import MODALITIES, SubjectFiles, discover_subjects, expected_name, natural_key
+from data_loaders.partitions import partition_ids, read_partitions
+from fedtumor.errors import DataError
+from fedtumor.regions import allowed_labels
+
+AFFINE_TOLERANCE = 1e-3  # mm; resampling tools round affines differently below this
+_MAX_LISTED = 8  # values or ids listed in one message before "+N more"
+
+
+@dataclass
+class Problem:
+    """One thing wrong with the data; ``str()`` is one line naming the subject and the file."""
+
+    subject: str
+    file: Path | None
+    message: str
+
+    def __str__(self) -> str:
+        # Same shape as DataError's message, so a log reads the same whichever one printed it.
+        # Collapsing whitespace keeps it one line even when an exception's text had newlines.
+        return " ".join(str(DataError(self.message, subject=self.subject, path=self.file)).split())
+
+
+@dataclass
+class SubjectCheck:
+    """What was found in one subject folder."""
+
+    subject: SubjectFiles
+    shape: tuple | None  # 3D grid of the reference image (first readable modality)
+    spacing: tuple | None  # voxel size in mm of the reference image
+    labels: tuple[int, ...]  # label values present in the segmentation (empty when unread)
+    problems: list[Problem]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class DataReport:
+    """Result of :func:`check_data_dir`; ``problems`` holds every problem, subject- and CSV-level."""
+
+    root: Path
+    subjects: list[SubjectCheck]
+    problems: list[Problem]
+    notes: list[str] = field(default_factory=list)  # worth knowing, not wrong (see module docstring)
+    partitions: Path | None = None
+
+
+def _listing(values: list, limit: int = _MAX_LISTED) -> str:
+    shown = ", ".join(str(v) for v in values[:limit])
+    return shown + (f" (+{len(values) - limit} more)" if len(values) > limit else "")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _read_volume(path: Path) -> tuple[nib.Nifti1Image | None, np.ndarray | None, str | None]:
+    """(image, voxels, None) or (None, None, why it could not be read)."""
+    try:
+        image = nib.load(str(path))
+        # Loading reads only the header: force the voxels to catch truncated or corrupt data.
+        data = np.asanyarray(image.dataobj)
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - EOFError, zlib.error, BadGzipFile, ImageFileError, ...
+        return None, None, f"cannot read NIfTI ({_one_line(exc)})"
+    return image, data, None
+
+
+def _spatial_shape(data: np.ndarray) -> tuple[int, ...] | None:
+    """The 3D grid, allowing a trailing singleton axis (X, Y, Z, 1) as some tools write; else None."""
+    shape = tuple(int(n) for n in data.shape)
+    if len(shape) == 3:
+        return shape
+    if len(shape) > 3 and all(n == 1 for n in shape[3:]):
+        return shape[:3]
+    return None
+
+
+def _label_problems(values: np.ndarray, layout: str) -> list[str]:
+    """Why the distinct label ``values`` break the layout's convention (empty when they do not)."""
+    messages = []
+    finite = values[np.isfinite(values)]  # NaN/Inf are reported by the voxel check
+    whole = finite == np.round(finite)
+    if not whole.all():
+        messages.append(f"non-integer label values {_listing(finite[~whole].tolist())}")
+    allowed = allowed_labels(layout)
+    outside = sorted(int(v) for v in finite[whole].tolist() if int(v) not in allowed)
+    if outside:
+        convention = "BraTS 2023" if layout == "brats2023" else "BraTS 2021 / FeTS"
+        messages.append(f"label values {_listing(outside)} outside {sorted(allowed)} ({convention} convention)")
+    return messages
+
+
+def check_subject(files: SubjectFiles, require_label: bool = True) -> SubjectCheck:
+    """Open every file of one subject and return all problems found (never raises for bad data)."""
+    subject = files.subject_id
+    problems: list[Problem] = []
+
+    def problem(path: Path | None, message: str) -> None:
+        problems.append(Problem(subject, path, message))
+
+    for modality in files.missing:
+        expected = expected_name(subject, modality, files.layout)
+        # FeTS 2022 names the contrast-enhanced T1 "_t1gd"; either name is accepted.
+        alternative = f" or {subject}_t1gd.nii.gz" if modality == "t1ce" and files.layout == "brats2021" else ""
+        problem(files.folder / expected, f"missing {modality} image (expected {expected}{alternative})")
+    if files.label is None and require_label:
+        expected = expected_name(subject, "seg", files.layout)
+        problem(files.folder / expected, f"missing segmentation (expected {expected})")
+
+    to_read = [(m, files.images[m]) for m in MODALITIES if m in files.images]
+    if files.label is not None:
+        to_read.append(("seg", files.label))
+
+    reference: tuple[Path, tuple[int, ...], np.ndarray, tuple] | None = None  # path, shape, affine, spacing
+    label_values: tuple[int, ...] = ()
+    for modality, path in to_read:
+        image, data, error = _read_volume(path)
+        if error:
+            problem(path, error)
+            continue
+        if data.dtype.kind not in "biuf":  # complex or RGB voxels are neither intensities nor labels
+            problem(path, f"unsupported voxel type {data.dtype}")
+            continue
+        shape = _spatial_shape(data)
+        if shape is None:
+            problem(path, f"not a 3D volume: shape {tuple(data.shape)}")
+            continue
+        if reference is None:
+            spacing = tuple(round(float(z), 4) for z in image.header.get_zooms()[:3])
+            reference = (path, shape, image.affine, spacing)
+        else:
+            ref_path, ref_shape, ref_affine, _ = reference
+            if shape != ref_shape:
+                problem(path, f"shape {shape} differs from {ref_shape} of {ref_path.name}")
+            elif not np.allclose(image.affine, ref_affine, atol=AFFINE_TOLERANCE):
+                worst = float(np.max(np.abs(image.affine - ref_affine)))
+                problem(path, f"affine differs from {ref_path.name} (largest difference {worst:.4g})")
+
+        if data.dtype.kind == "f":  # integer voxels cannot be NaN or Inf
+            counts = {"NaN": int(np.isnan(data).sum()), "Inf": int(np.isinf(data).sum())}
+            if any(counts.values()):
+                problem(path, ", ".join(f"{n} {kind}" for kind, n in counts.items() if n) + " voxels")
+        if modality == "seg":
+            values = np.unique(data)
+            for message in _label_problems(values, files.layout):
+                problem(path, message)
+            label_values = tuple(int(v) for v in values.tolist() if np.isfinite(v) and v == round(v))
+
+    shape, spacing = (reference[1], reference[3]) if reference else (None, None)
+    return SubjectCheck(subject=files, shape=shape, spacing=spacing, labels=label_values, problems=problems)
+
+
+def validate_or_raise(files: SubjectFiles, require_label: bool = True) -> None:
+    """Raise DataError with the first problem of this subject (for loaders); return when clean."""
+    check = check_subject(files, require_label=require_label)
+    if check.problems:
+        first = check.problems[0]
+        raise DataError(first.message, subject=first.subject, path=first.file)
+
+
+def _partition_findings(subjects: list[SubjectFiles], csv_path: Path) -> tuple[list[Problem], list[str]]:
+    """Problems (CSV subjects missing from partitions present here) and notes (the rest)."""
+    table = read_partitions(csv_path)
+    on_disk = {s.subject_id for s in subjects}
+    listed = set(table["subject_id"])
+    problems: list[Problem] = []
+    notes: list[str] = []
+
+    present = set(table.loc[table["subject_id"].isin(on_disk), "partition_id"])
+    for pid in partition_ids(table):
+        if pid not in present:
+            continue
+        wanted = table.loc[table["partition_id"] == pid, "subject_id"]
+        for subject_id in sorted(set(wanted) - on_disk, key=natural_key):
+            problems.append(Problem(subject_id, csv_path,
+                                    f"listed in partition {pid} but no subject folder {subject_id} on disk"))
+
+    absent = [pid for pid in partition_ids(table) if pid not in present]
+    if not present:
+        # No overlap at all means the wrong CSV or the wrong folder: one problem, not one per subject.
+        problems.append(Problem("", csv_path, f"none of the {len(on_disk)} subjects on disk is listed in this CSV"))
+    elif absent:
+        notes.append(f"partitions with no subject here (expected for a single site): {_listing(absent)}")
+    unlisted = sorted(on_disk - listed, key=natural_key)
+    if unlisted and present:
+        notes.append(f"{len(unlisted)} subject(s) on disk not in {csv_path.name}: {_listing(unlisted)}")
+    return problems, notes
+
+
+def check_data_dir(root: Path, partitions: Path | None = None, require_label: bool = True) -> DataReport:
+    """Check every subject under ``root`` (and against a partition CSV when given).
+
+    Raises DataError when ``root`` does not exist or holds no subjects, or the CSV is unreadable;
+    everything else wrong with the data is collected in the report.
+    """
+    root = Path(root)
+    subjects = discover_subjects(root)  # raises DataError for a missing or empty folder
+    checks = [check_subject(files, require_label=require_label) for files in subjects]
+    problems = [p for check in checks for p in check.problems]
+    notes: list[str] = []
+    if partitions is not None:
+        csv_problems, notes = _partition_findings(subjects, Path(partitions))
+        problems.extend(csv_problems)
+    return DataReport(root=root, subjects=checks, problems=problems, notes=notes,
+                      partitions=Path(partitions) if partitions is not None else None)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _dims(values: tuple | None, fmt: str = "{}") -> str:
+    return "x".join(fmt.format(v) for v in values) if values else "-"
+
+
+def _short_name(path: Path | None, subject_id: str) -> str:
+    """``t2.nii.gz`` for ``<ID>_t2.nii.gz``: the subject is already in the row."""
+    if path is None:
+        return "-"
+    name = path.name
+    return name[len(subject_id):].lstrip("_-") or name if name.startswith(subject_id) else name
+
+
+def print_report(report: DataReport, console: Console) -> None:
+    """A table of subjects (layout, shape, spacing, labels, status), then problems, then a summary."""
+    rows = []
+    for check in report.subjects:
+        subject_id = check.subject.subject_id
+        if check.ok:
+            status = "[green]ok[/]"
+        else:
+            status = "\n".join(f"[red]{escape(_short_name(p.file, subject_id))}: {escape(p.message)}[/]"
+                               for p in check.problems)
+        rows.append((escape(subject_id), check.subject.layout, _dims(check.shape), _dims(check.spacing, "{:g}"),
+                     ",".join(str(v) for v in check.labels) or "-", status))
+
+    table = Table(title=escape(f"check-data {report.root}"), title_justify="left")
+    headers = ("subject", "layout", "shape", "spacing", "labels")
+    widths = [max([len(header), *(len(row[i]) for row in rows)]) for i, header in enumerate(headers)]
+    for header, width in zip(headers, widths):
+        # Never squeezed: ids must stay whole to be found, and the other columns are short.
+        table.add_column(header, no_wrap=True, min_width=width)
+    # One line per problem, cut to the width left over (3 per column for borders and padding);
+    # the full lines follow the table.
+    status_width = max(console.width - sum(widths) - 3 * (len(headers) + 1) - 1, 12)
+    table.add_column("status", no_wrap=True, overflow="ellipsis", max_width=status_width)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+    # The full one-line form of each problem, unwrapped, so it can be searched for and copied.
+    for problem in report.problems:
+        console.print(f"[red]problem:[/] {escape(str(problem))}", soft_wrap=True, highlight=False)
+    for note in report.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True, highlight=False)
+    summary = f"{_plural(len(report.subjects), 'subject')}, {_plural(len(report.problems), 'problem')}"
+    console.print(f"[bold {'red' if report.problems else 'green'}]{summary}[/]", highlight=False)
