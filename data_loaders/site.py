@@ -1,0 +1,146 @@
+"""Which subjects a site trains and validates on, and the server's held-out test set.
+
+A simulated site is one partition of a cohort (its ``partition-id`` from Flower's node
+config picks a ``Partition_ID`` of the partition CSV); a deployed site is a folder given as
+``data-dir`` in the SuperNode's node config. Both end as a :class:`SiteData`.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torchio as tio
+
+from data_loaders.layouts import SubjectFiles, discover_subjects
+from data_loaders.partitions import partition_for_index, read_partitions, read_subject_list, subjects_of_partition
+from data_loaders.pipelines import PreprocessingSettings, preprocess_subject
+from fedtumor.config import RunConfig, fedtumor_home, synthetic_cohort_dir
+from fedtumor.errors import DataError
+
+PARTITIONS_FILE = "partitioning.csv"
+HELDOUT_FILE = "heldout.csv"
+
+
+@dataclass
+class SiteData:
+    site_id: str
+    train: list[tio.Subject]
+    val: list[tio.Subject]
+
+
+def preprocessing_settings(config: RunConfig) -> PreprocessingSettings:
+    return PreprocessingSettings(spacing_mm=config.spacing_mm, min_shape=config.patch_size)
+
+
+def preprocessed_cache_dir() -> Path:
+    return fedtumor_home() / "cache" / "preprocessed"
+
+
+def cohort_root(config: RunConfig, n_sites: int) -> Path:
+    """The data folder of a simulation: ``data-dir``, or the synthetic cohort it implies."""
+    if config.data_dir:
+        return Path(config.data_dir).expanduser()
+    sites = config.synth_sites or n_sites
+    return synthetic_cohort_dir(config, sites)
+
+
+def ensure_synthetic_cohort(config: RunConfig, n_sites: int) -> Path:
+    """Generate (or reuse) the synthetic cohort when no ``data-dir`` is configured."""
+    root = cohort_root(config, n_sites)
+    if config.data_dir:
+        return root
+    from data_loaders.synthetic import generate_cohort
+
+    generate_cohort(
+        root,
+        n_sites=config.synth_sites or n_sites,
+        n_subjects=config.synth_subjects,
+        seed=config.synth_seed,
+        shape=config.synth_shape,
+        n_test=config.synth_test_subjects,
+    )
+    return root
+
+
+def _files_by_id(root: Path) -> dict[str, SubjectFiles]:
+    return {files.subject_id: files for files in discover_subjects(root)}
+
+
+def _select(files_by_id: dict[str, SubjectFiles], subject_ids: list[str], source: Path) -> list[SubjectFiles]:
+    missing = [s for s in subject_ids if s not in files_by_id]
+    if missing:
+        raise DataError(f"subject folder not found under {source.parent}", subject=missing[0], path=source)
+    return [files_by_id[s] for s in subject_ids]
+
+
+def split_train_val(subject_ids: list[str], val_fraction: float, seed: int, site_id: str) -> tuple[list[str], list[str]]:
+    """Deterministic per-site split; a site with one subject validates on it too."""
+    ids = sorted(subject_ids)
+    if len(ids) < 2:
+        return ids, list(ids)
+    rng = np.random.default_rng([seed, zlib.crc32(site_id.encode())])
+    order = rng.permutation(len(ids))
+    n_val = min(len(ids) - 1, max(1, round(val_fraction * len(ids))))
+    val = sorted(ids[i] for i in order[:n_val])
+    train = sorted(ids[i] for i in order[n_val:])
+    return train, val
+
+
+def resolve_site(config: RunConfig, node_config: Mapping[str, Any]) -> tuple[str, list[SubjectFiles], list[SubjectFiles]]:
+    """(site id, train files, val files) for this node, simulated or deployed."""
+    if "data-dir" in node_config:
+        root = Path(str(node_config["data-dir"])).expanduser()
+        site_id = str(node_config.get("site-id") or root.name)
+        files_by_id = _files_by_id(root)
+        train_ids, val_ids = split_train_val(list(files_by_id), config.val_fraction, config.seed, site_id)
+        return site_id, [files_by_id[s] for s in train_ids], [files_by_id[s] for s in val_ids]
+    if "partition-id" not in node_config:
+        raise DataError("node config has neither 'data-dir' (deployment) nor 'partition-id' (simulation)")
+    num_partitions = int(node_config["num-partitions"])
+    root = cohort_root(config, num_partitions)
+    csv_path = Path(config.partitions).expanduser() if config.partitions else root / PARTITIONS_FILE
+    table = read_partitions(csv_path)
+    partition = partition_for_index(table, int(node_config["partition-id"]), num_partitions)
+    site_id = f"site-{partition}"
+    subject_ids = subjects_of_partition(table, partition)
+    files_by_id = _files_by_id(root)
+    splits = table.loc[table["partition_id"] == partition].set_index("subject_id")["split"]
+    if splits.notna().all():
+        train_ids = sorted(s for s in subject_ids if splits[s] == "train")
+        val_ids = sorted(s for s in subject_ids if splits[s] == "val") or train_ids
+    else:
+        train_ids, val_ids = split_train_val(subject_ids, config.val_fraction, config.seed, site_id)
+    return site_id, _select(files_by_id, train_ids, csv_path), _select(files_by_id, val_ids, csv_path)
+
+
+def load_site(config: RunConfig, node_config: Mapping[str, Any]) -> SiteData:
+    """Resolve and preprocess (cached) this node's subjects."""
+    site_id, train_files, val_files = resolve_site(config, node_config)
+    if not train_files:
+        raise DataError(f"site {site_id} has no training subjects")
+    settings = preprocessing_settings(config)
+    cache = preprocessed_cache_dir()
+    return SiteData(
+        site_id=site_id,
+        train=[preprocess_subject(f, settings, cache) for f in train_files],
+        val=[preprocess_subject(f, settings, cache) for f in val_files],
+    )
+
+
+def heldout_files(config: RunConfig, n_sites: int) -> list[SubjectFiles]:
+    """The server's held-out test subjects, or [] when there is no held-out list."""
+    root = cohort_root(config, n_sites)
+    csv_path = Path(config.heldout).expanduser() if config.heldout else root / HELDOUT_FILE
+    if not config.heldout and not csv_path.exists():
+        return []
+    return _select(_files_by_id(root), read_subject_list(csv_path), csv_path)
+
+
+def load_heldout(config: RunConfig, n_sites: int) -> list[tio.Subject]:
+    settings = preprocessing_settings(config)
+    return [preprocess_subject(f, settings, preprocessed_cache_dir()) for f in heldout_files(config, n_sites)]
