@@ -1,0 +1,115 @@
+"""The Flower ClientApp: one site's training and validation on its own TorchIO pipeline.
+
+Simulated sites find their data through ``partition-id`` (a partition of the cohort);
+deployed SuperNodes through ``data-dir`` in their node config. A site whose data is
+unusable replies with an error naming the subject and file, so the round goes on without it.
+"""
+
+from __future__ import annotations
+
+
+import zlib
+from collections.abc import Callable
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from data_loaders.pipelines import model_input, patch_batches, patch_queue, regions_array, subject_spacing
+from data_loaders.site import SiteData, load_site
+from fedtumor.config import RunConfig, load_run_config
+from fedtumor.errors import ConfigError, DataError
+from fedtumor.losses import build_loss
+from fedtumor.model import build_model
+from fedtumor.training import VolumeCase, evaluate_cases, resolve_device, train_epochs
+from strategies.recording import SITE_RECORD_KEY
+
+from flwr.common.logger import FLOWER_LOGGER as log
+DATA_ERROR_CODE = 100  # an application error code, outside Flower's own range
+
+app = ClientApp()
+
+# Ray keeps a ClientApp's process alive across rounds: keep the preprocessed site data.
+_site_cache: dict[tuple, SiteData] = {}
+
+
+def _site(config: RunConfig, context: Context) -> SiteData:
+    key = (tuple(sorted(config.to_run_config().items())), tuple(sorted(context.node_config.items())))
+    if key not in _site_cache:
+        _site_cache.clear()  # one site per process at a time
+        _site_cache[key] = load_site(config, context.node_config)
+    return _site_cache[key]
+
+
+def _prepare(message: Message, context: Context) -> tuple[RunConfig, SiteData, torch.nn.Module, torch.device]:
+    config = load_run_config(context.run_config)
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    site = _site(config, context)
+    model = build_model(config.model, config.base_filters)
+    model.load_state_dict(message.content["arrays"].to_torch_state_dict())
+    return config, site, model, resolve_device(config.device)
+
+
+def _reply(message: Message, site: SiteData, model: torch.nn.Module | None, metrics: dict) -> Message:
+    content = RecordDict(
+        {
+            "metrics": MetricRecord(metrics),
+            SITE_RECORD_KEY: ConfigRecord({"site-id": site.site_id}),
+        }
+    )
+    if model is not None:
+        content["arrays"] = ArrayRecord(model.cpu().state_dict())
+    return Message(content=content, reply_to=message)
+
+
+def _reply_on_bad_input(handler: Callable[[Message, Context], Message]) -> Callable[[Message, Context], Message]:
+    """Bad data or config becomes an error reply naming the file or key, not a crash."""
+
+    def wrapped(message: Message, context: Context) -> Message:
+        try:
+            return handler(message, context)
+        except (DataError, ConfigError) as exc:
+            where = context.node_config.get("partition-id", context.node_config.get("data-dir", "?"))
+            reason = f"site {where}: {exc}"
+            log.error(reason)
+            return Message(Error(code=DATA_ERROR_CODE, reason=reason), reply_to=message)
+
+    wrapped.__name__ = handler.__name__
+    return wrapped
+
+
+@app.train()
+@_reply_on_bad_input
+def train(message: Message, context: Context) -> Message:
+    config, site, model, device = _prepare(message, context)
+    server_round = int(message.content["config"].get("server-round", 0))
+    lr = float(message.content["config"].get("learning-rate", config.learning_rate))
+    epochs = int(message.content["config"].get("local-epochs", config.local_epochs))
+    # Reproducible patches per site and round, different across both.
+    torch.manual_seed(zlib.crc32(f"{config.seed}/{site.site_id}/{server_round}".encode()))
+    queue = patch_queue(site.train, config.patch_size, config.samples_per_volume, config.queue_length, config.augment)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    stats = train_epochs(
+        model, lambda: patch_batches(queue, config.batch_size), epochs, optimizer, build_loss(config.loss), device
+    )
+    log.info("%s round %d: loss %.4f over %d patches in %.1fs", site.site_id, server_round, stats.loss,
+             stats.num_patches, stats.seconds)
+    metrics = {
+        "num-examples": len(site.train),
+        "loss": stats.loss,
+        "num-patches": stats.num_patches,
+        "train-seconds": stats.seconds,
+    }
+    return _reply(message, site, model, metrics)
+
+
+@app.evaluate()
+@_reply_on_bad_input
+def evaluate(message: Message, context: Context) -> Message:
+    config, site, model, device = _prepare(message, context)
+    cases = (
+        VolumeCase(s["subject_id"], model_input(s), regions_array(s), subject_spacing(s)) for s in site.val
+    )
+    means, _, _ = evaluate_cases(model, cases, config.patch_size, device)
+    return _reply(message, site, None, {"num-examples": len(site.val), **means})
