@@ -19,7 +19,7 @@ import torchio as tio
 from data_loaders.layouts import SubjectFiles, discover_subjects
 from data_loaders.partitions import partition_for_index, read_partitions, read_subject_list, subjects_of_partition
 from data_loaders.pipelines import PreprocessingSettings, preprocess_subject
-from fedtumor.config import RunConfig, fedtumor_home, synthetic_cohort_dir
+from fedtumor.config import RunConfig, fedtumor_home
 from fedtumor.errors import DataError
 
 PARTITIONS_FILE = "partitioning.csv"
@@ -39,6 +39,17 @@ def preprocessing_settings(config: RunConfig) -> PreprocessingSettings:
 
 def preprocessed_cache_dir() -> Path:
     return fedtumor_home() / "cache" / "preprocessed"
+
+
+def synthetic_cohort_dir(config: RunConfig, n_sites: int) -> Path:
+    """The cached synthetic cohort a config implies; server and clients derive the same path."""
+    from data_loaders.synthetic import GENERATOR_VERSION
+
+    name = (
+        f"synth-v{GENERATOR_VERSION}-sites{n_sites}-subj{config.synth_subjects}-test{config.synth_test_subjects}"
+        f"-seed{config.synth_seed}-shape{config.synth_shape}"
+    )
+    return fedtumor_home() / "cohorts" / name
 
 
 def cohort_root(config: RunConfig, n_sites: int) -> Path:

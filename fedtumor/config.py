@@ -172,12 +172,3 @@ def resolve_output_dir(config: RunConfig) -> Path:
             raise ConfigError(f"run-config key 'output-dir': {config.output_dir!r} must be an absolute path")
         return path
     return fedtumor_home() / "runs"
-
-
-def synthetic_cohort_dir(config: RunConfig, n_sites: int) -> Path:
-    """The cached synthetic cohort a config implies; both server and clients derive it."""
-    name = (
-        f"synth-sites{n_sites}-subj{config.synth_subjects}-test{config.synth_test_subjects}"
-        f"-seed{config.synth_seed}-shape{config.synth_shape}"
-    )
-    return fedtumor_home() / "cohorts" / name
