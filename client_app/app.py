@@ -7,13 +7,13 @@ unusable replies with an error naming the subject and file, so the round goes on
 
 from __future__ import annotations
 
-
 import zlib
 from collections.abc import Callable
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.common.logger import FLOWER_LOGGER as log
 
 from data_loaders.pipelines import model_input, patch_batches, patch_queue, regions_array, subject_spacing
 from data_loaders.site import SiteData, load_site
@@ -24,7 +24,6 @@ from fedtumor.model import build_model
 from fedtumor.training import VolumeCase, evaluate_cases, resolve_device, train_epochs
 from strategies.recording import SITE_RECORD_KEY
 
-from flwr.common.logger import FLOWER_LOGGER as log
 DATA_ERROR_CODE = 100  # an application error code, outside Flower's own range
 
 app = ClientApp()
@@ -93,8 +92,14 @@ def train(message: Message, context: Context) -> Message:
     stats = train_epochs(
         model, lambda: patch_batches(queue, config.batch_size), epochs, optimizer, build_loss(config.loss), device
     )
-    log.info("%s round %d: loss %.4f over %d patches in %.1fs", site.site_id, server_round, stats.loss,
-             stats.num_patches, stats.seconds)
+    log.info(
+        "%s round %d: loss %.4f over %d patches in %.1fs",
+        site.site_id,
+        server_round,
+        stats.loss,
+        stats.num_patches,
+        stats.seconds,
+    )
     metrics = {
         "num-examples": len(site.train),
         "loss": stats.loss,
@@ -108,8 +113,6 @@ def train(message: Message, context: Context) -> Message:
 @_reply_on_bad_input
 def evaluate(message: Message, context: Context) -> Message:
     config, site, model, device = _prepare(message, context)
-    cases = (
-        VolumeCase(s["subject_id"], model_input(s), regions_array(s), subject_spacing(s)) for s in site.val
-    )
+    cases = (VolumeCase(s["subject_id"], model_input(s), regions_array(s), subject_spacing(s)) for s in site.val)
     means, _, _ = evaluate_cases(model, cases, config.patch_size, device)
     return _reply(message, site, None, {"num-examples": len(site.val), **means})

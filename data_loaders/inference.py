@@ -34,8 +34,9 @@ def predict_subject_file(model_path: Path, subject_dir: Path, out_path: Path, de
     labels = predict_labels(model, model_input(processed), meta["patch_size"], resolve_device(device))
 
     reference = files.images[MODALITIES[0]]
-    prediction = tio.LabelMap(tensor=torch.from_numpy(labels[None].astype(np.int16)),
-                              affine=processed[MODALITIES[0]].affine)
+    prediction = tio.LabelMap(
+        tensor=torch.from_numpy(labels[None].astype(np.int16)), affine=processed[MODALITIES[0]].affine
+    )
     in_subject_space = tio.Resample(str(reference))(tio.Subject({PREDICTION_KEY: prediction}))[PREDICTION_KEY]
     target = nib.load(str(reference))
     data = in_subject_space.data[0].numpy().astype(np.uint8)

@@ -86,9 +86,7 @@ def _recognised_scans(folder: Path) -> list[tuple[Path, str, str | None]]:
 
 def _guess_layout(suffixes: list[str]) -> str:
     # The layout whose own suffixes ("seg" is shared) name more files; ties go to brats2021.
-    votes = {
-        layout: sum(1 for s in suffixes if s in table and s != "seg") for layout, table in SUFFIXES.items()
-    }
+    votes = {layout: sum(1 for s in suffixes if s in table and s != "seg") for layout, table in SUFFIXES.items()}
     return "brats2023" if votes["brats2023"] > votes["brats2021"] else "brats2021"
 
 
@@ -122,8 +120,9 @@ def find_subject(folder: Path) -> SubjectFiles:
     images = {m: chosen[m][1] for m in MODALITIES if m in chosen}
     label = chosen["seg"][1] if "seg" in chosen else None
     missing = tuple(m for m in MODALITIES if m not in images)
-    return SubjectFiles(subject_id=subject_id, folder=folder, images=images, label=label, layout=layout,
-                        missing=missing)
+    return SubjectFiles(
+        subject_id=subject_id, folder=folder, images=images, label=label, layout=layout, missing=missing
+    )
 
 
 def discover_subjects(root: Path) -> list[SubjectFiles]:

@@ -48,13 +48,27 @@ def write_montage(rows: Sequence[MontageRow], out_path: Path) -> Path:
                 ax.imshow(_label_overlay(seg[:, :, z]), origin="lower", interpolation="nearest")
             ax.set_axis_off()
             ax.set_title(column, color="white", fontsize=9)
-        row_axes[0].text(-0.08, 0.5, f"{row.title}\naxial z={z}", transform=row_axes[0].transAxes, color="white",
-                         fontsize=8, rotation=90, ha="right", va="center")
+        row_axes[0].text(
+            -0.08,
+            0.5,
+            f"{row.title}\naxial z={z}",
+            transform=row_axes[0].transAxes,
+            color="white",
+            fontsize=8,
+            rotation=90,
+            ha="right",
+            va="center",
+        )
     legend = [Patch(facecolor=colour, label=name) for name, colour in LABEL_COLOURS.values()]
-    figure.legend(handles=legend, loc="lower center", ncol=len(legend), frameon=False, labelcolor="white",
-                  fontsize=9)
-    figure.subplots_adjust(left=0.05, right=0.99, top=1 - 0.35 / figure.get_figheight(),
-                           bottom=0.45 / figure.get_figheight(), wspace=0.02, hspace=0.12)
+    figure.legend(handles=legend, loc="lower center", ncol=len(legend), frameon=False, labelcolor="white", fontsize=9)
+    figure.subplots_adjust(
+        left=0.05,
+        right=0.99,
+        top=1 - 0.35 / figure.get_figheight(),
+        bottom=0.45 / figure.get_figheight(),
+        wspace=0.02,
+        hspace=0.12,
+    )
     out_path = Path(out_path)
     figure.savefig(out_path, dpi=100, facecolor="black")
     return out_path
@@ -89,6 +103,6 @@ def _display(slice_2d: np.ndarray) -> np.ndarray:
 def _label_overlay(seg_2d: np.ndarray) -> np.ndarray:
     rgba = np.zeros((*seg_2d.T.shape, 4))
     for value, (_, colour) in LABEL_COLOURS.items():
-        rgb = tuple(int(colour[i:i + 2], 16) / 255.0 for i in (1, 3, 5))
+        rgb = tuple(int(colour[i : i + 2], 16) / 255.0 for i in (1, 3, 5))
         rgba[seg_2d.T == value] = (*rgb, OVERLAY_ALPHA)
     return rgba

@@ -19,8 +19,15 @@ PARTITION_COLUMN = "Partition_ID"
 SUBJECT_COLUMN = "Subject_ID"
 SPLIT_COLUMN = "TrainOrVal"
 
-_SPLIT_VALUES = {"train": "train", "training": "train", "t": "train",
-                 "val": "val", "valid": "val", "validation": "val", "v": "val"}
+_SPLIT_VALUES = {
+    "train": "train",
+    "training": "train",
+    "t": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "v": "val",
+}
 _SOURCE_ATTR = "source"  # df.attrs key holding the CSV path, so later errors can name it
 
 
@@ -28,8 +35,7 @@ def _read_table(csv_path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     """Read ``csv_path`` as strings, with the ``required`` columns renamed to their canonical spelling."""
     csv_path = Path(csv_path)
     if not csv_path.is_file():
-        raise DataError("CSV file does not exist" if not csv_path.exists() else "CSV path is not a file",
-                        path=csv_path)
+        raise DataError("CSV file does not exist" if not csv_path.exists() else "CSV path is not a file", path=csv_path)
     try:
         raw = csv_path.read_bytes()
     except OSError as exc:
@@ -105,11 +111,13 @@ def read_partitions(csv_path: Path) -> pd.DataFrame:
     _reject_duplicates(table[SUBJECT_COLUMN], csv_path)
     split = _normalise_split(table[SPLIT_COLUMN], csv_path) if SPLIT_COLUMN in table else [None] * len(table)
 
-    df = pd.DataFrame({
-        "partition_id": table[PARTITION_COLUMN].astype(str).tolist(),
-        "subject_id": table[SUBJECT_COLUMN].astype(str).tolist(),
-        "split": pd.Series(split, dtype=object),  # object keeps None as None (not NaN)
-    })
+    df = pd.DataFrame(
+        {
+            "partition_id": table[PARTITION_COLUMN].astype(str).tolist(),
+            "subject_id": table[SUBJECT_COLUMN].astype(str).tolist(),
+            "split": pd.Series(split, dtype=object),  # object keeps None as None (not NaN)
+        }
+    )
     df.attrs[_SOURCE_ATTR] = str(csv_path)
     return df
 

@@ -115,9 +115,7 @@ def _cache_key(files: SubjectFiles, settings: PreprocessingSettings) -> str:
 
 def _subject_from_tensors(payload: dict) -> tio.Subject:
     affine = payload["affine"].numpy()
-    images: dict[str, tio.Image] = {
-        name: tio.ScalarImage(tensor=payload[name], affine=affine) for name in MODALITIES
-    }
+    images: dict[str, tio.Image] = {name: tio.ScalarImage(tensor=payload[name], affine=affine) for name in MODALITIES}
     images[BRAIN_KEY] = tio.LabelMap(tensor=payload[BRAIN_KEY], affine=affine)
     if LABEL_KEY in payload:
         images[LABEL_KEY] = tio.LabelMap(tensor=payload[LABEL_KEY], affine=affine)

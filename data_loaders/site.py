@@ -89,7 +89,9 @@ def _select(files_by_id: dict[str, SubjectFiles], subject_ids: list[str], source
     return [files_by_id[s] for s in subject_ids]
 
 
-def split_train_val(subject_ids: list[str], val_fraction: float, seed: int, site_id: str) -> tuple[list[str], list[str]]:
+def split_train_val(
+    subject_ids: list[str], val_fraction: float, seed: int, site_id: str
+) -> tuple[list[str], list[str]]:
     """Deterministic per-site split; a site with one subject validates on it too."""
     ids = sorted(subject_ids)
     if len(ids) < 2:
@@ -102,7 +104,9 @@ def split_train_val(subject_ids: list[str], val_fraction: float, seed: int, site
     return train, val
 
 
-def resolve_site(config: RunConfig, node_config: Mapping[str, Any]) -> tuple[str, list[SubjectFiles], list[SubjectFiles]]:
+def resolve_site(
+    config: RunConfig, node_config: Mapping[str, Any]
+) -> tuple[str, list[SubjectFiles], list[SubjectFiles]]:
     """(site id, train files, val files) for this node, simulated or deployed."""
     if "data-dir" in node_config:
         root = Path(str(node_config["data-dir"])).expanduser()

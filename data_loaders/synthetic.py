@@ -30,6 +30,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+import torchio as tio
 
 GENERATOR_VERSION = "1"
 MODALITIES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
@@ -127,8 +130,15 @@ class CohortParameters:
 # --------------------------------------------------------------------------- public entry point
 
 
-def generate_cohort(out_dir: Path, n_sites: int, n_subjects: int, seed: int, shape: int = 64,
-                    n_test: int | None = None, progress: bool = True) -> CohortInfo:
+def generate_cohort(
+    out_dir: Path,
+    n_sites: int,
+    n_subjects: int,
+    seed: int,
+    shape: int = 64,
+    n_test: int | None = None,
+    progress: bool = True,
+) -> CohortInfo:
     """Write (or reuse) a synthetic cohort in ``out_dir``; see the module docstring.
 
     Raises ValueError for invalid parameters (naming the CLI option) and when ``out_dir`` holds
@@ -136,8 +146,14 @@ def generate_cohort(out_dir: Path, n_sites: int, n_subjects: int, seed: int, sha
     """
     params = _validated_parameters(n_sites, n_subjects, seed, shape, n_test)
     root = Path(out_dir).expanduser().resolve()
-    info = CohortInfo(root=root, n_sites=params.n_sites, n_subjects=params.n_subjects, n_test=params.n_test,
-                      montage=root / MONTAGE_FILE, cached=True)
+    info = CohortInfo(
+        root=root,
+        n_sites=params.n_sites,
+        n_subjects=params.n_subjects,
+        n_test=params.n_test,
+        montage=root / MONTAGE_FILE,
+        cached=True,
+    )
     if _reusable_cohort(root, params):
         return info
     root.mkdir(parents=True, exist_ok=True)
@@ -161,8 +177,7 @@ def _write_cohort(root: Path, params: CohortParameters, progress: bool) -> None:
     _write_partitions(root, plans)
     _write_montage(root, plans, records, params.n_sites)
     # Written last: its presence means the cohort is complete.
-    _write_json(root / COHORT_FILE, {**_cache_key(params), "sites": [asdict(p) for p in profiles],
-                                     "subjects": records})
+    _write_json(root / COHORT_FILE, {**_cache_key(params), "sites": [asdict(p) for p in profiles], "subjects": records})
     (root / PARTIAL_FILE).unlink()
 
 
@@ -182,13 +197,14 @@ def _cohort_lock(root: Path) -> Iterator[None]:
 # --------------------------------------------------------------------------- parameters and cache
 
 
-def _validated_parameters(n_sites: int, n_subjects: int, seed: int, shape: int,
-                          n_test: int | None) -> CohortParameters:
+def _validated_parameters(n_sites: int, n_subjects: int, seed: int, shape: int, n_test: int | None) -> CohortParameters:
     if n_sites < 1:
         raise ValueError(f"--sites must be at least 1, got {n_sites}")
     if n_subjects < MIN_SUBJECTS_PER_SITE * n_sites:
-        raise ValueError(f"--subjects must be at least {MIN_SUBJECTS_PER_SITE} per site "
-                         f"({MIN_SUBJECTS_PER_SITE * n_sites} for {n_sites} sites), got {n_subjects}")
+        raise ValueError(
+            f"--subjects must be at least {MIN_SUBJECTS_PER_SITE} per site "
+            f"({MIN_SUBJECTS_PER_SITE * n_sites} for {n_sites} sites), got {n_subjects}"
+        )
     if seed < 0:
         raise ValueError(f"--seed must be a non-negative integer, got {seed}")
     if shape < 32:
@@ -201,8 +217,7 @@ def _validated_parameters(n_sites: int, n_subjects: int, seed: int, shape: int,
 
 
 def _cache_key(params: CohortParameters) -> dict:
-    return {"generator": "fedtumor.synthetic", "generator_version": GENERATOR_VERSION,
-            "parameters": params.as_dict()}
+    return {"generator": "fedtumor.synthetic", "generator_version": GENERATOR_VERSION, "parameters": params.as_dict()}
 
 
 def _same_cohort(stored: dict, params: CohortParameters) -> bool:
@@ -234,11 +249,15 @@ def _reusable_cohort(root: Path, params: CohortParameters) -> bool:
             if not _same_cohort(stored, params):
                 found = _describe(stored.get("parameters"), stored.get("generator_version"))
                 wanted = _describe(params.as_dict(), GENERATOR_VERSION)
-                raise ValueError(f"cohort folder {root} holds a synthetic cohort with other parameters ({found}) "
-                                 f"than requested ({wanted}); choose another --out or delete that folder")
+                raise ValueError(
+                    f"cohort folder {root} holds a synthetic cohort with other parameters ({found}) "
+                    f"than requested ({wanted}); choose another --out or delete that folder"
+                )
             return marker == COHORT_FILE and _cohort_complete(root, stored)
-    raise ValueError(f"cohort folder {root} is not empty and holds no synthetic cohort ({COHORT_FILE}); "
-                     "choose another --out or an empty folder")
+    raise ValueError(
+        f"cohort folder {root} is not empty and holds no synthetic cohort ({COHORT_FILE}); "
+        "choose another --out or an empty folder"
+    )
 
 
 def _describe(parameters: object, version: object) -> str:
@@ -325,8 +344,9 @@ def plan_subjects(params: CohortParameters) -> list[SubjectPlan]:
     site_of = np.repeat(np.arange(1, params.n_sites + 1), sizes).tolist()
     test_profiles = rng.integers(1, params.n_sites + 1, params.n_test).tolist()
     plans = [SubjectPlan(_subject_id(i), i, site, site) for i, site in zip(indices, site_of)]
-    plans += [SubjectPlan(_subject_id(i), i, None, profile)
-              for i, profile in zip(indices[params.n_subjects:], test_profiles)]
+    plans += [
+        SubjectPlan(_subject_id(i), i, None, profile) for i, profile in zip(indices[params.n_subjects :], test_profiles)
+    ]
     return plans
 
 
@@ -341,7 +361,7 @@ def _subject_id(index: int) -> str:
 class Template:
     """MNI tissue maps as one tensor (1, 4, X, Y, Z): CSF, GM, WM, brain mask; 2 mm voxels."""
 
-    maps: "torch.Tensor"  # noqa: F821 - torch is imported lazily
+    maps: torch.Tensor
     origin_mm: np.ndarray  # world position of voxel (0, 0, 0)
     voxel_mm: float
     brain_centre_mm: np.ndarray  # centre of the brain's bounding box, placed at the cube's centre
@@ -352,7 +372,6 @@ class Template:
 @functools.lru_cache(maxsize=4)
 def load_template(spacing_mm: float) -> Template:
     """The MNI152 templates, smoothed to the output resolution (partial volume) when it is coarser."""
-    import torch
     from nilearn import datasets
     from scipy import ndimage
 
@@ -377,9 +396,14 @@ def load_template(spacing_mm: float) -> Template:
     # Gliomas are mostly supratentorial: keep the cerebellum and brainstem out.
     deep_wm = deep_wm[(mni[:, 2] > 0.0) | ((mni[:, 2] > -15.0) & (mni[:, 1] > -30.0))]
     positions = origin + voxel_mm * deep_wm - centre
-    return Template(maps=torch.from_numpy(maps[None].astype(np.float32)), origin_mm=origin, voxel_mm=voxel_mm,
-                    brain_centre_mm=centre, wm_candidates_mm=positions.astype(np.float32),
-                    depth_mm=depth[tuple(deep_wm.T)].astype(np.float32))
+    return Template(
+        maps=torch.from_numpy(maps[None].astype(np.float32)),
+        origin_mm=origin,
+        voxel_mm=voxel_mm,
+        brain_centre_mm=centre,
+        wm_candidates_mm=positions.astype(np.float32),
+        depth_mm=depth[tuple(deep_wm.T)].astype(np.float32),
+    )
 
 
 def output_affine(shape: int) -> np.ndarray:
@@ -419,15 +443,22 @@ def write_subject(root: Path, plan: SubjectPlan, profile: SiteProfile, params: C
     images, seg = synthesize_subject(plan, profile, params)
     _save_subject(root / plan.subject_id, plan.subject_id, images, seg, output_affine(params.shape))
     voxel_ml = params.spacing_mm**3 / 1000.0
-    volumes = {name: round(float((seg == value).sum() * voxel_ml), 3) for name, value in
-               (("NCR", NCR), ("ED", ED), ("ET", ET))}
-    return {"subject_id": plan.subject_id, "site": plan.site, "profile_site": plan.profile_site,
-            "split": "test" if plan.site is None else "site", "volume_ml": volumes,
-            "wt_ml": round(sum(volumes.values()), 3)}
+    volumes = {
+        name: round(float((seg == value).sum() * voxel_ml), 3) for name, value in (("NCR", NCR), ("ED", ED), ("ET", ET))
+    }
+    return {
+        "subject_id": plan.subject_id,
+        "site": plan.site,
+        "profile_site": plan.profile_site,
+        "split": "test" if plan.site is None else "site",
+        "volume_ml": volumes,
+        "wt_ml": round(sum(volumes.values()), 3),
+    }
 
 
-def synthesize_subject(plan: SubjectPlan, profile: SiteProfile,
-                       params: CohortParameters) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def synthesize_subject(
+    plan: SubjectPlan, profile: SiteProfile, params: CohortParameters
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Images (float32, zero outside the brain) and segmentation (uint8 BraTS labels) of one subject."""
     sequence = np.random.SeedSequence(entropy=params.seed, spawn_key=(_SUBJECT_STREAM, plan.index))
     rng = np.random.default_rng(sequence)
@@ -447,36 +478,36 @@ class RandomAnatomy:
 
     affine: np.ndarray  # 3x3, output mm -> template mm
     translation: np.ndarray
-    elastic_mm: "torch.Tensor"  # (X, Y, Z, 3) displacement  # noqa: F821
-    texture: "torch.Tensor"  # (X, Y, Z, 4): WT, core, necrosis boundary noise; heterogeneity  # noqa: F821
+    elastic_mm: torch.Tensor  # (X, Y, Z, 3) displacement
+    texture: torch.Tensor  # (X, Y, Z, 4): WT, core, necrosis boundary noise; heterogeneity
 
 
 @dataclass(frozen=True)
 class SubjectMaps:
     """Deformed tissue maps and the tumour labels on the output grid."""
 
-    csf: "torch.Tensor"  # noqa: F821
-    gm: "torch.Tensor"  # noqa: F821
-    wm: "torch.Tensor"  # noqa: F821
-    brain_mask: "torch.Tensor"  # noqa: F821
+    csf: torch.Tensor
+    gm: torch.Tensor
+    wm: torch.Tensor
+    brain_mask: torch.Tensor
     seg: np.ndarray
 
 
 def _random_anatomy(rng: np.random.Generator, shape: int) -> RandomAnatomy:
-    import torch
 
     affine, translation = _random_affine(rng)
     elastic = _smooth_noise(rng, 3, shape, correlation_mm=24.0) * rng.uniform(1.0, 2.5)
     # Oedema lobes are coarser than the core's and the necrosis's.
-    texture = torch.cat([_smooth_noise(rng, 1, shape, correlation_mm=16.0),
-                         _smooth_noise(rng, 3, shape, correlation_mm=8.0)], dim=-1)
+    texture = torch.cat(
+        [_smooth_noise(rng, 1, shape, correlation_mm=16.0), _smooth_noise(rng, 3, shape, correlation_mm=8.0)], dim=-1
+    )
     return RandomAnatomy(affine, translation, elastic, texture.clamp(-NOISE_CLIP, NOISE_CLIP))
 
 
-def _anatomy_with_tumour(rng: np.random.Generator, anatomy: RandomAnatomy, profile: SiteProfile,
-                         params: CohortParameters, subject_id: str) -> SubjectMaps:
+def _anatomy_with_tumour(
+    rng: np.random.Generator, anatomy: RandomAnatomy, profile: SiteProfile, params: CohortParameters, subject_id: str
+) -> SubjectMaps:
     """Place a tumour, deform the template around it and label it; redraw a tumour the brain squeezes away."""
-    import torch
 
     template = load_template(params.spacing_mm)
     grid_mm = _output_grid_mm(params.shape)
@@ -495,13 +526,13 @@ def _anatomy_with_tumour(rng: np.random.Generator, anatomy: RandomAnatomy, profi
 def _skull_stripped(images: np.ndarray, brain_mask: np.ndarray, profile: SiteProfile) -> dict[str, np.ndarray]:
     """Zero outside the brain and never zero inside, so any modality gives back the brain mask."""
     floor = np.float32(1e-4 * profile.intensity_scale)
-    return {m: np.where(brain_mask, np.maximum(images[i], floor), 0.0).astype(np.float32)
-            for i, m in enumerate(MODALITIES)}
+    return {
+        m: np.where(brain_mask, np.maximum(images[i], floor), 0.0).astype(np.float32) for i, m in enumerate(MODALITIES)
+    }
 
 
-def _inside_field_of_view(brain_mask: "torch.Tensor") -> "torch.Tensor":
+def _inside_field_of_view(brain_mask: torch.Tensor) -> torch.Tensor:
     """Clear the cube's outermost voxels: a rare large brain is cut like a field of view would cut it."""
-    import torch
 
     inner = torch.zeros_like(brain_mask)
     inner[1:-1, 1:-1, 1:-1] = True
@@ -509,9 +540,8 @@ def _inside_field_of_view(brain_mask: "torch.Tensor") -> "torch.Tensor":
 
 
 @functools.lru_cache(maxsize=2)
-def _output_grid_mm(shape: int) -> "torch.Tensor":
+def _output_grid_mm(shape: int) -> torch.Tensor:
     """World coordinates (X, Y, Z, 3) of every output voxel centre; shared, so never modify it in place."""
-    import torch
 
     spacing = FIELD_OF_VIEW_MM / shape
     axis = (torch.arange(shape, dtype=torch.float32) - (shape - 1) / 2.0) * spacing
@@ -540,10 +570,12 @@ def _rotation_matrix(angles: np.ndarray) -> np.ndarray:
     return rz @ ry @ rx
 
 
-def _random_tumour(rng: np.random.Generator, template: Template, profile: SiteProfile,
-                   affine: np.ndarray, translation: np.ndarray) -> TumourShape:
-    volume_ml = float(np.clip(profile.tumour_median_wt_ml * np.exp(rng.normal(0.0, profile.tumour_volume_spread)),
-                              12.0, 250.0))
+def _random_tumour(
+    rng: np.random.Generator, template: Template, profile: SiteProfile, affine: np.ndarray, translation: np.ndarray
+) -> TumourShape:
+    volume_ml = float(
+        np.clip(profile.tumour_median_wt_ml * np.exp(rng.normal(0.0, profile.tumour_volume_spread)), 12.0, 250.0)
+    )
     radius = (3.0 * volume_ml * 1000.0 / (4.0 * math.pi)) ** (1.0 / 3.0)
     # Deep enough that most of the tumour lies inside the brain; relax for big tumours.
     depth_needed = min(0.6 * radius, float(np.quantile(template.depth_mm, 0.8)))
@@ -568,11 +600,13 @@ def _random_tumour(rng: np.random.Generator, template: Template, profile: SitePr
 
 def _quaternion_matrix(q: np.ndarray) -> np.ndarray:
     w, x, y, z = q
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
 
 
 def _subject_tissue_means(rng: np.random.Generator, profile: SiteProfile) -> np.ndarray:
@@ -581,27 +615,25 @@ def _subject_tissue_means(rng: np.random.Generator, profile: SiteProfile) -> np.
     return base * rng.uniform(1 - SUBJECT_CONTRAST_JITTER, 1 + SUBJECT_CONTRAST_JITTER, base.shape)
 
 
-def _smooth_noise(rng: np.random.Generator, channels: int, shape: int, correlation_mm: float) -> "torch.Tensor":
+def _smooth_noise(rng: np.random.Generator, channels: int, shape: int, correlation_mm: float) -> torch.Tensor:
     """Smooth unit-variance random fields (X, Y, Z, channels): blurred noise on a coarse grid, then trilinear."""
-    import torch
-    import torch.nn.functional as F
     from scipy import ndimage
 
     coarse_size = 24
     sigma = correlation_mm / (FIELD_OF_VIEW_MM / coarse_size)
     coarse = np.stack([ndimage.gaussian_filter(c, sigma) for c in rng.normal(size=(channels, *(coarse_size,) * 3))])
     coarse /= coarse.std(axis=(1, 2, 3), keepdims=True) + 1e-6
-    fine = F.interpolate(torch.from_numpy(coarse[None].astype(np.float32)), size=(shape,) * 3,
-                         mode="trilinear", align_corners=True)
+    fine = F.interpolate(
+        torch.from_numpy(coarse[None].astype(np.float32)), size=(shape,) * 3, mode="trilinear", align_corners=True
+    )
     return fine[0].permute(1, 2, 3, 0).contiguous()
 
 
-def _mass_effect(grid_mm: "torch.Tensor", tumour: TumourShape) -> "torch.Tensor":
+def _mass_effect(grid_mm: torch.Tensor, tumour: TumourShape) -> torch.Tensor:
     """Where each output voxel samples the anatomy: closer to the tumour, so tissue looks pushed outward.
 
     r_source = r (1 - k exp(-r^2 / 2 sigma^2)) is monotonic in r for k < 1, so nothing folds.
     """
-    import torch
 
     centre = torch.from_numpy((tumour.centre_mm + tumour.core_offset_mm).astype(np.float32))
     offset = grid_mm - centre
@@ -610,10 +642,8 @@ def _mass_effect(grid_mm: "torch.Tensor", tumour: TumourShape) -> "torch.Tensor"
     return centre + offset * (1.0 - tumour.mass_effect * torch.exp(-squared / (2.0 * sigma**2)))
 
 
-def _sample_template(template: Template, source_mm: "torch.Tensor") -> list["torch.Tensor"]:
+def _sample_template(template: Template, source_mm: torch.Tensor) -> list[torch.Tensor]:
     """Trilinear samples of the template channels at centred world positions (X, Y, Z, 3)."""
-    import torch
-    import torch.nn.functional as F
 
     sizes = torch.tensor(template.maps.shape[2:], dtype=torch.float32)
     origin = torch.from_numpy((template.origin_mm - template.brain_centre_mm).astype(np.float32))
@@ -635,10 +665,15 @@ def _tumour_box(tumour: TumourShape, shape: int) -> tuple[slice, slice, slice]:
     return tuple(slice(lo, hi) for lo, hi in zip(low, high))
 
 
-def _tumour_labels(grid_mm: "torch.Tensor", tumour: TumourShape, texture: "torch.Tensor", wm: "torch.Tensor",
-                   csf: "torch.Tensor", brain_mask: "torch.Tensor") -> np.ndarray:
+def _tumour_labels(
+    grid_mm: torch.Tensor,
+    tumour: TumourShape,
+    texture: torch.Tensor,
+    wm: torch.Tensor,
+    csf: torch.Tensor,
+    brain_mask: torch.Tensor,
+) -> np.ndarray:
     """BraTS labels: oedema around a core, the core an enhancing rim around necrosis, nested by erosion."""
-    import torch
     from scipy import ndimage
 
     full_shape = tuple(brain_mask.shape)
@@ -646,14 +681,15 @@ def _tumour_labels(grid_mm: "torch.Tensor", tumour: TumourShape, texture: "torch
     grid_mm, texture, wm, csf, brain_mask = grid_mm[box], texture[box], wm[box], csf[box], brain_mask[box]
     rotation = torch.from_numpy(tumour.rotation.astype(np.float32))
 
-    def inside(origin_mm: np.ndarray, radii_mm: np.ndarray, noise: "torch.Tensor") -> np.ndarray:
+    def inside(origin_mm: np.ndarray, radii_mm: np.ndarray, noise: torch.Tensor) -> np.ndarray:
         origin = torch.from_numpy(origin_mm.astype(np.float32))
         scaled = ((grid_mm - origin) @ rotation) / torch.from_numpy(radii_mm.astype(np.float32))
         return ((scaled**2).sum(dim=-1).sqrt() < 1.0 + noise).numpy()
 
     # Oedema spreads along white matter and spares the ventricles.
-    wt = inside(tumour.centre_mm, tumour.wt_radii_mm,
-                WT_BOUNDARY_NOISE * texture[..., 0] + WT_WHITE_MATTER_PULL * (wm - 0.5))
+    wt = inside(
+        tumour.centre_mm, tumour.wt_radii_mm, WT_BOUNDARY_NOISE * texture[..., 0] + WT_WHITE_MATTER_PULL * (wm - 0.5)
+    )
     wt &= (brain_mask & (csf < 0.6)).numpy()
     core_centre = tumour.centre_mm + tumour.core_offset_mm
     core_radii = tumour.wt_radii_mm * tumour.core_fraction
@@ -663,21 +699,23 @@ def _tumour_labels(grid_mm: "torch.Tensor", tumour: TumourShape, texture: "torch
     labels[wt] = ED
     labels[core] = ET
     if tumour.necrosis_fraction > 0:
-        necrosis = inside(core_centre + tumour.necrosis_offset_mm, core_radii * tumour.necrosis_fraction,
-                          NECROSIS_BOUNDARY_NOISE * texture[..., 2])
+        necrosis = inside(
+            core_centre + tumour.necrosis_offset_mm,
+            core_radii * tumour.necrosis_fraction,
+            NECROSIS_BOUNDARY_NOISE * texture[..., 2],
+        )
         labels[necrosis & ndimage.binary_erosion(core)] = NCR
     seg = np.zeros(full_shape, dtype=np.uint8)
     seg[box] = labels
     return seg
 
 
-def _tissue_probabilities(maps: SubjectMaps, heterogeneity: "torch.Tensor") -> "torch.Tensor":  # noqa: F821
+def _tissue_probabilities(maps: SubjectMaps, heterogeneity: torch.Tensor) -> torch.Tensor:
     """Partial-volume maps (7, X, Y, Z) in the order of TISSUES; tumour borders softened slightly.
 
     Tumour channels are then scaled by a smooth field (+-12% per unit), so a lesion is not
     uniformly bright; they may sum a little above one there, which only changes brightness.
     """
-    import torch
     from scipy import ndimage
 
     seg = maps.seg
@@ -698,23 +736,21 @@ def _tissue_probabilities(maps: SubjectMaps, heterogeneity: "torch.Tensor") -> "
 @contextmanager
 def _seeded_torch(seed: int) -> Iterator[None]:
     """Seed torch's global generator (which TorchIO uses) and restore it afterwards."""
-    import torch
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
 
 
-def _render_modalities(tissues: "torch.Tensor", tissue_means: np.ndarray, profile: SiteProfile,
-                       params: CohortParameters) -> np.ndarray:
+def _render_modalities(
+    tissues: torch.Tensor, tissue_means: np.ndarray, profile: SiteProfile, params: CohortParameters
+) -> np.ndarray:
     """Four modalities (4, X, Y, Z) from the tissue maps, then the site's scanner effects.
 
     Equivalent to ``tio.LabelsToImage`` with partial-volume maps (each tissue mean + std * noise,
     weighted by its probability), but with one noise draw per modality instead of one per tissue:
     the sum of independent weighted Gaussians is a Gaussian with std * sqrt(sum p^2).
     """
-    import torch
-    import torchio as tio
 
     flat = tissues.reshape(len(TISSUES), -1)
     means = torch.from_numpy(tissue_means.astype(np.float32)) @ flat
@@ -726,13 +762,12 @@ def _render_modalities(tissues: "torch.Tensor", tissue_means: np.ndarray, profil
     return subject["mri"].data.abs().numpy() * profile.intensity_scale
 
 
-def _scanner_effects(profile: SiteProfile, spacing_mm: float) -> "tio.Compose":  # noqa: F821
+def _scanner_effects(profile: SiteProfile, spacing_mm: float) -> tio.Compose:
     """The site's acquisition as TorchIO transforms, ordered roughly as physics applies them.
 
     The four modalities travel as channels of one image, so they share one bias field (it comes
     from the receive coil, the same for every sequence of a session) and one slice geometry.
     """
-    import torchio as tio
 
     transforms = [
         tio.RandomGamma(log_gamma=(profile.log_gamma - 0.05, profile.log_gamma + 0.05), copy=False),
@@ -747,18 +782,29 @@ def _scanner_effects(profile: SiteProfile, spacing_mm: float) -> "tio.Compose": 
     if max(blur) > 0.05:
         transforms.append(tio.RandomBlur(std=tuple(v for b in blur for v in (b, b)), copy=False))
     if thickness_factor > 1.05:
-        transforms.append(tio.RandomAnisotropy(axes=(profile.slice_axis,),
-                                               downsampling=(thickness_factor, thickness_factor), copy=False))
+        transforms.append(
+            tio.RandomAnisotropy(
+                axes=(profile.slice_axis,), downsampling=(thickness_factor, thickness_factor), copy=False
+            )
+        )
     if profile.ghosting_probability > 0:
-        transforms.append(tio.RandomGhosting(num_ghosts=(2, 5), axes=(profile.slice_axis,), intensity=(0.2, 0.5),
-                                             p=profile.ghosting_probability, copy=False))
+        transforms.append(
+            tio.RandomGhosting(
+                num_ghosts=(2, 5),
+                axes=(profile.slice_axis,),
+                intensity=(0.2, 0.5),
+                p=profile.ghosting_probability,
+                copy=False,
+            )
+        )
     noise = profile.noise_std
     transforms.append(tio.RandomNoise(std=(0.8 * noise, 1.2 * noise), copy=False))
     return tio.Compose(transforms, copy=False)
 
 
-def _save_subject(folder: Path, subject_id: str, images: dict[str, np.ndarray], seg: np.ndarray,
-                  affine: np.ndarray) -> None:
+def _save_subject(
+    folder: Path, subject_id: str, images: dict[str, np.ndarray], seg: np.ndarray, affine: np.ndarray
+) -> None:
     import nibabel as nib
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -800,11 +846,23 @@ def _progress_bar(total: int, enabled: bool) -> Iterator:
     if not enabled:
         yield lambda: None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    columns = (TextColumn("synthetic cohort"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("eta"), TimeRemainingColumn())
+    columns = (
+        TextColumn("synthetic cohort"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns) as bar:
         task = bar.add_task("subjects", total=total)
         yield lambda: bar.advance(task)

@@ -201,8 +201,9 @@ def _partition_findings(subjects: list[SubjectFiles], csv_path: Path) -> tuple[l
             continue
         wanted = table.loc[table["partition_id"] == pid, "subject_id"]
         for subject_id in sorted(set(wanted) - on_disk, key=natural_key):
-            problems.append(Problem(subject_id, csv_path,
-                                    f"listed in partition {pid} but no subject folder {subject_id} on disk"))
+            problems.append(
+                Problem(subject_id, csv_path, f"listed in partition {pid} but no subject folder {subject_id} on disk")
+            )
 
     absent = [pid for pid in partition_ids(table) if pid not in present]
     if not present:
@@ -230,8 +231,13 @@ def check_data_dir(root: Path, partitions: Path | None = None, require_label: bo
     if partitions is not None:
         csv_problems, notes = _partition_findings(subjects, Path(partitions))
         problems.extend(csv_problems)
-    return DataReport(root=root, subjects=checks, problems=problems, notes=notes,
-                      partitions=Path(partitions) if partitions is not None else None)
+    return DataReport(
+        root=root,
+        subjects=checks,
+        problems=problems,
+        notes=notes,
+        partitions=Path(partitions) if partitions is not None else None,
+    )
 
 
 def _plural(n: int, word: str) -> str:
@@ -247,7 +253,7 @@ def _short_name(path: Path | None, subject_id: str) -> str:
     if path is None:
         return "-"
     name = path.name
-    return name[len(subject_id):].lstrip("_-") or name if name.startswith(subject_id) else name
+    return name[len(subject_id) :].lstrip("_-") or name if name.startswith(subject_id) else name
 
 
 def print_report(report: DataReport, console: Console) -> None:
@@ -258,10 +264,19 @@ def print_report(report: DataReport, console: Console) -> None:
         if check.ok:
             status = "[green]ok[/]"
         else:
-            status = "\n".join(f"[red]{escape(_short_name(p.file, subject_id))}: {escape(p.message)}[/]"
-                               for p in check.problems)
-        rows.append((escape(subject_id), check.subject.layout, _dims(check.shape), _dims(check.spacing, "{:g}"),
-                     ",".join(str(v) for v in check.labels) or "-", status))
+            status = "\n".join(
+                f"[red]{escape(_short_name(p.file, subject_id))}: {escape(p.message)}[/]" for p in check.problems
+            )
+        rows.append(
+            (
+                escape(subject_id),
+                check.subject.layout,
+                _dims(check.shape),
+                _dims(check.spacing, "{:g}"),
+                ",".join(str(v) for v in check.labels) or "-",
+                status,
+            )
+        )
 
     table = Table(title=escape(f"check-data {report.root}"), title_justify="left")
     headers = ("subject", "layout", "shape", "spacing", "labels")

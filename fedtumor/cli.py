@@ -58,13 +58,16 @@ def synth(
     from data_loaders.synthetic import generate_cohort
 
     try:
-        info = generate_cohort(out, n_sites=sites, n_subjects=subjects, seed=seed, shape=int(shape.value),
-                               n_test=test_subjects)
+        info = generate_cohort(
+            out, n_sites=sites, n_subjects=subjects, seed=seed, shape=int(shape.value), n_test=test_subjects
+        )
     except (DataError, ConfigError, ValueError) as exc:
         fail(str(exc))
     state = "reused cached" if info.cached else "wrote"
-    console.print(f"{state} cohort at {info.root}: {info.n_subjects} site subjects over {info.n_sites} sites, "
-                  f"{info.n_test} held-out test subjects; montage {info.montage}")
+    console.print(
+        f"{state} cohort at {info.root}: {info.n_subjects} site subjects over {info.n_sites} sites, "
+        f"{info.n_test} held-out test subjects; montage {info.montage}"
+    )
 
 
 @app.command("check-data")

@@ -132,9 +132,7 @@ def _coerce(key: str, value: Any, expected: type) -> Any:
     elif expected is str:
         if isinstance(value, str):
             return value
-    raise ConfigError(
-        f"run-config key '{key}': expected {expected.__name__}, got {type(value).__name__} {value!r}"
-    )
+    raise ConfigError(f"run-config key '{key}': expected {expected.__name__}, got {type(value).__name__} {value!r}")
 
 
 _FIELD_TYPES = {f.name: {"int": int, "float": float, "bool": bool, "str": str}[f.type] for f in fields(RunConfig)}

@@ -36,8 +36,8 @@ naming the file.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -114,8 +114,9 @@ def _surface(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, structure=structure, iterations=1, border_value=0)
 
 
-def _directed_surface_distances(from_surface: np.ndarray, to_surface: np.ndarray,
-                                spacing: tuple[float, ...]) -> np.ndarray:
+def _directed_surface_distances(
+    from_surface: np.ndarray, to_surface: np.ndarray, spacing: tuple[float, ...]
+) -> np.ndarray:
     """Distance in mm from each voxel of ``from_surface`` to the nearest voxel of ``to_surface``."""
     distance_to_surface = ndimage.distance_transform_edt(~to_surface, sampling=spacing)
     return distance_to_surface[from_surface]
@@ -162,8 +163,9 @@ def hd95(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] | None = No
 # ------------------------------------------------------------------ regions and label maps
 
 
-def region_scores(pred_regions: np.ndarray, ref_regions: np.ndarray,
-                  spacing: Sequence[float] | None = None) -> dict[str, dict[str, float]]:
+def region_scores(
+    pred_regions: np.ndarray, ref_regions: np.ndarray, spacing: Sequence[float] | None = None
+) -> dict[str, dict[str, float]]:
     """Dice, HD95, sensitivity and specificity per region.
 
     ``pred_regions`` and ``ref_regions`` are boolean arrays of shape ``(3, X, Y, Z)`` in the
@@ -202,8 +204,9 @@ def _format_values(values: set) -> str:
     return "{" + ", ".join(str(v) for v in sorted(values)) + "}"
 
 
-def _validated_label_map(label: np.ndarray, role: str, convention: str | None,
-                         path: Path | str | None = None) -> tuple[np.ndarray, str]:
+def _validated_label_map(
+    label: np.ndarray, role: str, convention: str | None, path: Path | str | None = None
+) -> tuple[np.ndarray, str]:
     """Integer copy of ``label`` and its convention; a DataError naming ``role``/``path`` if bad."""
     label = np.asarray(label)
     if label.dtype == bool:
@@ -230,15 +233,21 @@ def _validated_label_map(label: np.ndarray, role: str, convention: str | None,
     unknown = present - allowed
     if unknown:
         hint = " (3 and 4 both present: BraTS 2023 and 2021 ET labels mixed)" if {3, 4} <= present else ""
-        raise DataError(f"{role} has label values {_format_values(unknown)} outside the "
-                        f"{_CONVENTION_TITLES[convention]} labels {_format_values(allowed)}{hint}", path=path)
+        raise DataError(
+            f"{role} has label values {_format_values(unknown)} outside the "
+            f"{_CONVENTION_TITLES[convention]} labels {_format_values(allowed)}{hint}",
+            path=path,
+        )
     return label, convention
 
 
-def score_label_maps(pred_label: np.ndarray, ref_label: np.ndarray,
-                     spacing: Sequence[float] | None = None,
-                     pred_convention: str | None = None,
-                     ref_convention: str | None = None) -> dict[str, dict[str, float]]:
+def score_label_maps(
+    pred_label: np.ndarray,
+    ref_label: np.ndarray,
+    spacing: Sequence[float] | None = None,
+    pred_convention: str | None = None,
+    ref_convention: str | None = None,
+) -> dict[str, dict[str, float]]:
     """Score two integer label maps region by region (see :func:`region_scores`).
 
     Each map's convention ("brats2021": ET = 4, "brats2023": ET = 3) is detected with
@@ -250,8 +259,9 @@ def score_label_maps(pred_label: np.ndarray, ref_label: np.ndarray,
     ref_label, ref_convention = _validated_label_map(ref_label, "reference", ref_convention)
     if pred_label.shape != ref_label.shape:
         raise DataError(f"prediction shape {pred_label.shape} differs from reference shape {ref_label.shape}")
-    return region_scores(labels_to_regions(pred_label, pred_convention),
-                         labels_to_regions(ref_label, ref_convention), spacing)
+    return region_scores(
+        labels_to_regions(pred_label, pred_convention), labels_to_regions(ref_label, ref_convention), spacing
+    )
 
 
 # ------------------------------------------------------------------ files
@@ -302,15 +312,19 @@ def score_files(pred_path: Path | str, ref_path: Path | str) -> dict[str, dict[s
     pred_data, pred_affine, _ = _load_segmentation(pred_path)
     ref_data, ref_affine, ref_zooms = _load_segmentation(ref_path)
     if pred_data.shape != ref_data.shape:
-        raise DataError(f"shape {pred_data.shape} does not match reference {ref_path} shape {ref_data.shape}",
-                        path=pred_path)
+        raise DataError(
+            f"shape {pred_data.shape} does not match reference {ref_path} shape {ref_data.shape}", path=pred_path
+        )
     if not np.allclose(pred_affine, ref_affine, atol=AFFINE_ATOL):
-        raise DataError(f"affine does not match reference {ref_path} (max difference "
-                        f"{float(np.abs(pred_affine - ref_affine).max()):.4g}); resample onto the reference grid",
-                        path=pred_path)
+        raise DataError(
+            f"affine does not match reference {ref_path} (max difference "
+            f"{float(np.abs(pred_affine - ref_affine).max()):.4g}); resample onto the reference grid",
+            path=pred_path,
+        )
     if not all(np.isfinite(z) and z > 0 for z in ref_zooms):
         raise DataError(f"voxel sizes {ref_zooms} in the header are not positive", path=ref_path)
     pred_label, pred_convention = _validated_label_map(pred_data, "prediction", None, path=pred_path)
     ref_label, ref_convention = _validated_label_map(ref_data, "reference", None, path=ref_path)
-    return region_scores(labels_to_regions(pred_label, pred_convention),
-                         labels_to_regions(ref_label, ref_convention), ref_zooms)
+    return region_scores(
+        labels_to_regions(pred_label, pred_convention), labels_to_regions(ref_label, ref_convention), ref_zooms
+    )

@@ -91,9 +91,17 @@ def _plot_regions_per_round(ax: Axes, metrics: pd.DataFrame, kind: str) -> tuple
             if series.empty:
                 continue
             # Markers keep a single-round series visible; hollow ones mark validation.
-            ax.plot(series.index, series.to_numpy(), style, marker="o", markersize=4,
-                    markerfacecolor=REGION_COLOURS[region] if split == "test" else "white",
-                    color=REGION_COLOURS[region], linewidth=2, label=f"{label} {region}")
+            ax.plot(
+                series.index,
+                series.to_numpy(),
+                style,
+                marker="o",
+                markersize=4,
+                markerfacecolor=REGION_COLOURS[region] if split == "test" else "white",
+                color=REGION_COLOURS[region],
+                linewidth=2,
+                label=f"{label} {region}",
+            )
             drawn.append(series.to_numpy())
             if split not in splits:
                 splits.append(split)
@@ -154,8 +162,16 @@ def plot_hd95_per_round(metrics: pd.DataFrame, out_png: Path | str) -> Path:
         ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}" if value < 10 else f"{value:.0f}"))
         ax.yaxis.set_minor_locator(NullLocator())
         ax.axhline(HD95_EMPTY_MASK_MM, color="0.5", linewidth=1, linestyle=":")
-        ax.text(0.08, HD95_EMPTY_MASK_MM, "one mask empty (BraTS penalty)", transform=ax.get_yaxis_transform(),
-                va="bottom", ha="left", fontsize=8, color="0.4")
+        ax.text(
+            0.08,
+            HD95_EMPTY_MASK_MM,
+            "one mask empty (BraTS penalty)",
+            transform=ax.get_yaxis_transform(),
+            va="bottom",
+            ha="left",
+            fontsize=8,
+            color="0.4",
+        )
         ax.set_ylabel("HD95 (mm, log scale; lower is better)")
         _round_axis(ax)
         _legend_and_gaps(ax, splits, "upper right")
@@ -199,9 +215,16 @@ def plot_site_dice(metrics: pd.DataFrame, out_png: Path | str) -> Path:
         table = metric_table(metrics, site, "val")
         if "dice_wt" in table.columns:
             wt = table["dice_wt"].dropna()
-            line_ax.plot(wt.index, wt.to_numpy(), marker=None if many_sites else "o", markersize=3,
-                         color=colour, linewidth=1 if many_sites else 1.6, alpha=0.6 if many_sites else 0.9,
-                         label=site)
+            line_ax.plot(
+                wt.index,
+                wt.to_numpy(),
+                marker=None if many_sites else "o",
+                markersize=3,
+                color=colour,
+                linewidth=1 if many_sites else 1.6,
+                alpha=0.6 if many_sites else 0.9,
+                label=site,
+            )
         dice = table[[column for _, column in _region_columns(table, "dice")]].dropna(how="all")
         if not dice.empty:
             latest[site] = (int(dice.index[-1]), dice.iloc[-1])
@@ -214,10 +237,14 @@ def plot_site_dice(metrics: pd.DataFrame, out_png: Path | str) -> Path:
     line_ax.set_title("Whole-tumour Dice per round")
     _round_axis(line_ax)
     if many_sites:
-        line_ax.legend(handles=[Line2D([], [], color="0.5", label=f"{len(sites)} sites"),
-                                Line2D([], [], color="black", linestyle="--", linewidth=2.2,
-                                       label="federated (weighted)")],
-                       loc="lower right", fontsize=9)
+        line_ax.legend(
+            handles=[
+                Line2D([], [], color="0.5", label=f"{len(sites)} sites"),
+                Line2D([], [], color="black", linestyle="--", linewidth=2.2, label="federated (weighted)"),
+            ],
+            loc="lower right",
+            fontsize=9,
+        )
     else:
         line_ax.legend(loc="lower right", fontsize=8.5, ncols=2 if len(sites) > 6 else 1)
 
@@ -232,9 +259,14 @@ def plot_site_dice(metrics: pd.DataFrame, out_png: Path | str) -> Path:
             bar_ax.bar_label(bars, fmt="%.2f", fontsize=7.5, padding=2)
     label_rounds = len(rounds_shown) > 1 and len(latest) <= MAX_SITES_IN_LEGEND
     labels = [f"{site}\n(r{r})" for site, (r, _) in latest.items()] if label_rounds else list(latest)
-    bar_ax.set_xticks(positions, labels, rotation=45 if len(latest) > 8 else 0,
-                      ha="right" if len(latest) > 8 else "center", fontsize=9 if len(latest) <= 30 else 7,
-                      rotation_mode="anchor")
+    bar_ax.set_xticks(
+        positions,
+        labels,
+        rotation=45 if len(latest) > 8 else 0,
+        ha="right" if len(latest) > 8 else "center",
+        fontsize=9 if len(latest) <= 30 else 7,
+        rotation_mode="anchor",
+    )
     bar_ax.set_ylim(0, 1.16)  # headroom above 1 keeps the legend off the bars
     bar_ax.set_yticks(np.linspace(0, 1, 6))
     bar_ax.set_ylabel("Dice")
@@ -299,7 +331,7 @@ def _label_rgba(label_slice: np.ndarray, codes: dict[str, int]) -> np.ndarray:
     rgba = np.zeros((*label_slice.shape, 4))
     for name, code in codes.items():
         hexcode = LABEL_COLOURS[name].lstrip("#")
-        rgb = [int(hexcode[i:i + 2], 16) / 255 for i in (0, 2, 4)]
+        rgb = [int(hexcode[i : i + 2], 16) / 255 for i in (0, 2, 4)]
         rgba[label_slice == code] = (*rgb, OVERLAY_ALPHA)
     return rgba
 
@@ -348,27 +380,41 @@ def plot_overlay(npz_path: Path | str, out_png: Path | str) -> Path:
         grey = take(image).T
         for row, (label_volume, row_name) in enumerate(((reference, "reference"), (prediction, "prediction"))):
             ax = axes[row, column]
-            ax.imshow(grey, cmap="gray", vmin=low, vmax=high, origin="lower", aspect=dy / dx,
-                      interpolation="nearest")
-            ax.imshow(_label_rgba(take(label_volume).T, codes), origin="lower", aspect=dy / dx,
-                      interpolation="nearest")
+            ax.imshow(grey, cmap="gray", vmin=low, vmax=high, origin="lower", aspect=dy / dx, interpolation="nearest")
+            ax.imshow(_label_rgba(take(label_volume).T, codes), origin="lower", aspect=dy / dx, interpolation="nearest")
             if row == 1 and take(reference_wt).any():
-                ax.contour(take(reference_wt).T.astype(float), levels=[0.5], colors=OUTLINE_COLOUR, linewidths=1.2,
-                           origin="lower")
+                ax.contour(
+                    take(reference_wt).T.astype(float),
+                    levels=[0.5],
+                    colors=OUTLINE_COLOUR,
+                    linewidths=1.2,
+                    origin="lower",
+                )
             note = " (no tumour predicted)" if row == 1 and not prediction.any() else ""
             ax.set_title(f"{row_name}: {title}{note}", fontsize=10)
             ax.set_xticks([])
             ax.set_yticks([])
 
-    dice = {region: _simple_dice(p, r) for region, p, r in zip(
-        REGIONS, labels_to_regions(prediction, convention), labels_to_regions(reference, convention))}
+    dice = {
+        region: _simple_dice(p, r)
+        for region, p, r in zip(
+            REGIONS, labels_to_regions(prediction, convention), labels_to_regions(reference, convention)
+        )
+    }
     header = f"{subject}" + (f", round {round_}" if round_ is not None else "")
     scores = "   ".join(f"Dice {region} {value:.3f}" for region, value in dice.items())
     fig.suptitle(f"Prediction overlay: {header}\n{scores}", fontsize=12)
     handles = [Patch(color=LABEL_COLOURS[name], alpha=0.8, label=LABEL_NAMES[name]) for name in codes]
     handles.append(Line2D([], [], color=OUTLINE_COLOUR, linewidth=1.5, label="reference tumour outline"))
-    fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=10, facecolor="0.25",
-               labelcolor="white", edgecolor="0.25")
+    fig.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncols=4,
+        fontsize=10,
+        facecolor="0.25",
+        labelcolor="white",
+        edgecolor="0.25",
+    )
     return _save(fig, out_png)
 
 

@@ -50,9 +50,12 @@ def round_table(metrics: pd.DataFrame) -> Table:
     sites_per_round = trained.groupby("round")["scope"].nunique()
 
     # No vertical rules: the table stays within an 80-column terminal.
-    table = Table(title="Global model per round: Dice and HD95 (mm) on the held-out test set; "
-                        "val Dice = mean federated validation Dice of ET/TC/WT; sites = sites that trained",
-                  title_justify="left", box=box.SIMPLE_HEAD)
+    table = Table(
+        title="Global model per round: Dice and HD95 (mm) on the held-out test set; "
+        "val Dice = mean federated validation Dice of ET/TC/WT; sites = sites that trained",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
     table.add_column("round", justify="right")
     for region in REGIONS:
         table.add_column(f"Dice {region}", justify="right")

@@ -44,8 +44,18 @@ GLOBAL_SCOPE = "global"
 
 # Distributions whose versions decide whether a result can be reproduced.
 VERSIONED_PACKAGES: tuple[str, ...] = (
-    "fedtumor", "flwr", "torch", "monai", "torchio", "numpy", "scipy", "pandas", "nibabel",
-    "nilearn", "matplotlib", "ray",
+    "fedtumor",
+    "flwr",
+    "torch",
+    "monai",
+    "torchio",
+    "numpy",
+    "scipy",
+    "pandas",
+    "nibabel",
+    "nilearn",
+    "matplotlib",
+    "ray",
 )
 
 # Files a previous run leaves behind; finding one means the run name is already taken.
@@ -74,7 +84,10 @@ def _git(directory: Path, *args: str) -> str | None:
     try:
         done = subprocess.run(
             ["git", "-C", str(directory), *args],
-            capture_output=True, text=True, timeout=10, check=False,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -155,8 +168,7 @@ class RunWriter:
             taken = [name for name in _RUN_FILES if (self.run_dir / name).exists()]
             if taken:
                 raise FileExistsError(
-                    f"{self.run_dir} already holds a run ({', '.join(taken)}); "
-                    "choose another run name or output folder"
+                    f"{self.run_dir} already holds a run ({', '.join(taken)}); choose another run name or output folder"
                 )
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -178,7 +190,7 @@ class RunWriter:
             "versions": library_versions(),
             "git_revision": revision,
             "git_dirty": dirty,
-            "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         }
         path = self.run_dir / CONFIG_FILE
         _write_json_atomically(path, record)
@@ -195,7 +207,9 @@ class RunWriter:
             try:
                 number = float(value)
             except (TypeError, ValueError):
-                raise ValueError(f"metric {name!r} for {scope}/{split} round {round} is not a number: {value!r}") from None
+                raise ValueError(
+                    f"metric {name!r} for {scope}/{split} round {round} is not a number: {value!r}"
+                ) from None
             rows.append((int(round), scope, split, str(name), repr(number)))
         if not rows:
             return
@@ -272,12 +286,18 @@ def read_metrics(run_dir: Path | str) -> pd.DataFrame:
     if not path.is_file():
         raise DataError("no metrics.csv: not a run folder, or the run stopped before round 0", path=path)
     try:
-        frame = pd.read_csv(path, dtype={"scope": str, "split": str, "metric": str}, keep_default_na=False,
-                            na_values={"value": ["nan", "NaN", ""]})
+        frame = pd.read_csv(
+            path,
+            dtype={"scope": str, "split": str, "metric": str},
+            keep_default_na=False,
+            na_values={"value": ["nan", "NaN", ""]},
+        )
     except pd.errors.EmptyDataError:
         raise DataError("metrics.csv is empty", path=path) from None
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, ValueError) as exc:
-        raise DataError(f"cannot read metrics.csv ({type(exc).__name__}: {str(exc).splitlines()[0]})", path=path) from None
+        raise DataError(
+            f"cannot read metrics.csv ({type(exc).__name__}: {str(exc).splitlines()[0]})", path=path
+        ) from None
     if tuple(frame.columns) != METRICS_COLUMNS:
         raise DataError(
             f"metrics.csv header is {','.join(map(str, frame.columns))}, expected {','.join(METRICS_COLUMNS)}",

@@ -127,4 +127,6 @@ def evaluate_cases(
 
 def flatten_scores(scores: dict[str, dict[str, float]]) -> dict[str, float]:
     """``{"ET": {"dice": x}}`` -> ``{"dice_et": x}``."""
-    return {f"{metric}_{region.lower()}": float(value) for region in REGIONS for metric, value in scores[region].items()}
+    return {
+        f"{metric}_{region.lower()}": float(value) for region in REGIONS for metric, value in scores[region].items()
+    }

@@ -102,7 +102,11 @@ def validate_run_config(overrides: str) -> str | None:
 def run_status(run_id: str, env: dict[str, str]) -> str:
     out = subprocess.run(
         ["flwr", "ls", "local", "--run-id", run_id, "--format", "json"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     try:
         runs = json.loads(out.stdout).get("runs", [])
@@ -128,16 +132,19 @@ def simulate(num_supernodes: int, run_config: str, num_cpus: int, num_gpus: floa
     }
     # The SuperLink is started by `flwr run`; its children must find this venv's tools.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    federation = f"num-supernodes={num_supernodes} client-resources-num-cpus={num_cpus} " \
-                 f"client-resources-num-gpus={float(num_gpus)}"
+    federation = (
+        f"num-supernodes={num_supernodes} client-resources-num-cpus={num_cpus} "
+        f"client-resources-num-gpus={float(num_gpus)}"
+    )
     command = ["flwr", "run", ".", "local", "--stream", "--federation-config", federation]
     if run_config:
         command += ["--run-config", run_config]
     started = time.perf_counter()
     run_id = None
     try:
-        with subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, bufsize=1) as proc:
+        with subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        ) as proc:
             for line in proc.stdout:
                 sys.stdout.write(line)
                 sys.stdout.flush()

@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.common.logger import FLOWER_LOGGER as log
 from flwr.serverapp import Grid, ServerApp
 
 from data_loaders.site import ensure_synthetic_cohort, load_heldout
+from fedtumor.checkpoint import save_checkpoint
 from fedtumor.config import load_run_config, resolve_output_dir
 from fedtumor.errors import ConfigError, DataError
-from fedtumor.checkpoint import save_checkpoint
 from fedtumor.model import build_model
 from fedtumor.plots import draw_run_plots
 from fedtumor.results import RunWriter
 from server_app.evaluation import HeldoutEvaluator
 from server_app.study import StudyRecorder
 from strategies import build_strategy
-
-from flwr.common.logger import FLOWER_LOGGER as log
 
 app = ServerApp()
 
@@ -51,7 +49,7 @@ def main(grid: Grid, context: Context) -> None:
         log.error("fedtumor: %s", exc)
         raise
 
-    run_name = config.run_name or f"{config.strategy}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-run{context.run_id}"
+    run_name = config.run_name or f"{config.strategy}-{datetime.now(UTC):%Y%m%d-%H%M%S}-run{context.run_id}"
     writer = RunWriter(resolve_output_dir(config) / run_name)
     writer.write_config({**config.to_run_config(), "num-nodes": n_nodes, "run-id": context.run_id})
     recorder = StudyRecorder(writer)
@@ -76,8 +74,12 @@ def main(grid: Grid, context: Context) -> None:
     summary = recorder.summary(config, n_nodes, wall_time_s=time.perf_counter() - started)
     writer.write_summary(summary)
     draw_run_plots(writer.run_dir)
-    log.info("fedtumor: run finished in %.1fs; final held-out %s; results in %s",
-             summary["wall_time_s"], summary.get("final"), writer.run_dir)
+    log.info(
+        "fedtumor: run finished in %.1fs; final held-out %s; results in %s",
+        summary["wall_time_s"],
+        summary.get("final"),
+        writer.run_dir,
+    )
 
 
 def _plain(metrics: MetricRecord) -> dict[str, float]:

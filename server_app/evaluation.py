@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 import torchio as tio
 from flwr.app import ArrayRecord, MetricRecord
 
@@ -25,7 +24,9 @@ class HeldoutEvaluator:
         self.recorder = recorder
         self.device = resolve_device(config.device)
         self.model = build_model(config.model, config.base_filters)
-        self.cases = [VolumeCase(s["subject_id"], model_input(s), regions_array(s), subject_spacing(s)) for s in subjects]
+        self.cases = [
+            VolumeCase(s["subject_id"], model_input(s), regions_array(s), subject_spacing(s)) for s in subjects
+        ]
         self.best_mean_dice = -1.0
 
     def evaluate(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:

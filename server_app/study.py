@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-
 from collections import defaultdict
+
+from flwr.common.logger import FLOWER_LOGGER as log
 
 from fedtumor.config import RunConfig
 from fedtumor.results import RunWriter
 from strategies.recording import SiteReply
-
-from flwr.common.logger import FLOWER_LOGGER as log
 
 SPLIT_OF_PHASE = {"train": "train", "evaluate": "val"}
 SUMMARY_METRICS = ("dice_et", "dice_tc", "dice_wt", "hd95_et", "hd95_tc", "hd95_wt")

@@ -21,8 +21,9 @@ def test_shipped_config_is_valid_and_complete():
     config = load_run_config(shipped)
     # Every knob is a run-config key with its value in pyproject.toml.
     assert set(shipped) == set(RunConfig().to_run_config())
-    assert config.to_run_config() == {k: (float(v) if isinstance(getattr(config, k.replace("-", "_")), float) else v)
-                                      for k, v in shipped.items()}
+    assert config.to_run_config() == {
+        k: (float(v) if isinstance(getattr(config, k.replace("-", "_")), float) else v) for k, v in shipped.items()
+    }
 
 
 def test_unknown_key_is_named_with_a_suggestion():
@@ -52,14 +53,22 @@ def test_ill_typed_value_is_named(key, value, message):
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("num-server-rounds", 0), ("patch-size", 50), ("fraction-train", 0.0), ("val-fraction", 1.0), ("spacing-mm", -1.0)],
+    [
+        ("num-server-rounds", 0),
+        ("patch-size", 50),
+        ("fraction-train", 0.0),
+        ("val-fraction", 1.0),
+        ("spacing-mm", -1.0),
+    ],
 )
 def test_out_of_range_value_is_named(key, value):
     with pytest.raises(ConfigError, match=f"'{key}'.*out of range"):
         load_run_config({key: value})
 
 
-@pytest.mark.parametrize(("key", "value"), [("model", "vnet"), ("loss", "focal"), ("device", "tpu"), ("synth-shape", 80)])
+@pytest.mark.parametrize(
+    ("key", "value"), [("model", "vnet"), ("loss", "focal"), ("device", "tpu"), ("synth-shape", 80)]
+)
 def test_unknown_choice_is_named(key, value):
     with pytest.raises(ConfigError, match=f"'{key}'.*not one of"):
         load_run_config({key: value})

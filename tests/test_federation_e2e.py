@@ -53,12 +53,30 @@ def federation(tmp_path_factory):
         "patch-size=32 samples-per-volume=1 batch-size=1 base-filters=4"
     )
     completed = subprocess.run(
-        [sys.executable, "scripts/simulate.py", "--num-supernodes", "3", "--run-config", run_config,
-         "--flwr-home", str(flwr_home)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "scripts/simulate.py",
+            "--num-supernodes",
+            "3",
+            "--run-config",
+            run_config,
+            "--flwr-home",
+            str(flwr_home),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
-    return {"completed": completed, "run_dir": root / "runs" / "e2e", "cohort": cohort,
-            "broken_file": broken_file, "flwr_home": flwr_home, "env": env}
+    return {
+        "completed": completed,
+        "run_dir": root / "runs" / "e2e",
+        "cohort": cohort,
+        "broken_file": broken_file,
+        "flwr_home": flwr_home,
+        "env": env,
+    }
 
 
 def test_run_completes_and_leaves_no_process(federation):
@@ -70,8 +88,17 @@ def test_run_completes_and_leaves_no_process(federation):
 
 def test_run_folder_holds_config_metrics_summary_model_and_plots(federation):
     run_dir = federation["run_dir"]
-    for name in ("config.json", "metrics.csv", "summary.json", "final_model.pt", "best_model.pt",
-                 "dice_per_round.png", "hd95_per_round.png", "site_dice.png", "prediction_overlay.png"):
+    for name in (
+        "config.json",
+        "metrics.csv",
+        "summary.json",
+        "final_model.pt",
+        "best_model.pt",
+        "dice_per_round.png",
+        "hd95_per_round.png",
+        "site_dice.png",
+        "prediction_overlay.png",
+    ):
         assert (run_dir / name).stat().st_size > 0, name
     config = json.loads((run_dir / "config.json").read_text())
     assert config["config"]["num-server-rounds"] == 2
@@ -112,8 +139,9 @@ def test_report_and_predict_use_the_run(federation, tmp_path, monkeypatch):
     heldout = pd.read_csv(federation["cohort"] / "heldout.csv")["Subject_ID"].iloc[0]
     subject_dir = federation["cohort"] / heldout
     out = tmp_path / "pred.nii.gz"
-    predict = runner.invoke(app, ["predict", "--model", str(federation["run_dir"]), "--subject", str(subject_dir),
-                                  "--out", str(out)])
+    predict = runner.invoke(
+        app, ["predict", "--model", str(federation["run_dir"]), "--subject", str(subject_dir), "--out", str(out)]
+    )
     assert predict.exit_code == 0, predict.output
     prediction, reference = nib.load(out), nib.load(subject_dir / f"{heldout}_t1.nii.gz")
     assert prediction.shape == reference.shape
@@ -124,7 +152,10 @@ def test_report_and_predict_use_the_run(federation, tmp_path, monkeypatch):
 def test_bad_run_config_key_is_refused_before_anything_starts():
     completed = subprocess.run(
         [sys.executable, "scripts/simulate.py", "--run-config", "num-server-round=2"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert completed.returncode == 2
     assert completed.stderr.strip().splitlines() == [

@@ -147,7 +147,7 @@ def test_hd95_identical_masks_is_zero():
 
 def cube(start_x):
     m = np.zeros((8, 6, 6), bool)
-    m[start_x:start_x + 3, 1:4, 1:4] = True
+    m[start_x : start_x + 3, 1:4, 1:4] = True
     return m
 
 
@@ -195,7 +195,7 @@ def test_hd95_cropped_computation_matches_brute_force():
         pred = rng.random(shape) < 0.15
         ref = np.zeros(shape, bool)
         x, y, z = rng.integers(0, 4, size=3)
-        ref[x:x + 5, y:y + 4, z:z + 4] = True
+        ref[x : x + 5, y : y + 4, z : z + 4] = True
         ref ^= rng.random(shape) < 0.05
         spacing = (1.0, 2.0, 3.5) if trial % 2 else (1.0, 1.0, 1.0)
         assert hd95(pred, ref, spacing) == pytest.approx(brute_force_hd95(pred, ref, spacing))
@@ -204,8 +204,7 @@ def test_hd95_cropped_computation_matches_brute_force():
     big_ref = np.zeros_like(big_pred)
     big_pred[0:3, 0:4, 0:2] = True
     big_ref[2:6, 1:3, 0:3] = True
-    assert hd95(big_pred, big_ref, (1, 2, 3.5)) == pytest.approx(
-        brute_force_hd95(big_pred, big_ref, (1, 2, 3.5)))
+    assert hd95(big_pred, big_ref, (1, 2, 3.5)) == pytest.approx(brute_force_hd95(big_pred, big_ref, (1, 2, 3.5)))
 
 
 def test_hd95_rejects_bad_spacing_and_shapes():
@@ -270,8 +269,10 @@ def test_score_label_maps_mixes_2021_and_2023_conventions():
     assert score_label_maps(pred_2021, ref_2023, LINE_SPACING) == both_2021
     assert score_label_maps(pred_2023, ref_2023, LINE_SPACING) == both_2021
     # Explicit conventions win over detection.
-    assert score_label_maps(pred_2023, ref_2021, LINE_SPACING,
-                            pred_convention="brats2023", ref_convention="brats2021") == both_2021
+    assert (
+        score_label_maps(pred_2023, ref_2021, LINE_SPACING, pred_convention="brats2023", ref_convention="brats2021")
+        == both_2021
+    )
 
 
 def test_score_label_maps_names_the_bad_input():

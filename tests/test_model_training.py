@@ -76,7 +76,9 @@ def test_sliding_window_prediction_is_nested_and_scored():
     regions = labels_to_regions(labels)
     assert (regions[0] <= regions[1]).all() and (regions[1] <= regions[2]).all()
     case = VolumeCase("cube", image[0], target[0].numpy().astype(bool), (1.0, 1.0, 1.0))
-    means, per_subject, kept = evaluate_cases(ThresholdNet(), [case], 16, torch.device("cpu"), keep_prediction_of="cube")
+    means, per_subject, kept = evaluate_cases(
+        ThresholdNet(), [case], 16, torch.device("cpu"), keep_prediction_of="cube"
+    )
     assert means["dice_wt"] == 1.0 and means["dice_tc"] == 1.0 and means["hd95_wt"] == 0.0
     assert means["dice_et"] == pytest.approx(2 * 208 / (208 + 216))  # 6^3 cube minus the 2^3 hole
     assert per_subject["cube"] == means and np.array_equal(kept, labels)

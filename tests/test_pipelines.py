@@ -39,8 +39,10 @@ def brain_with_tumour(et_label: int = 4) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write_subject(root: Path, subject_id: str, layout: str = "brats2021", seed: int = 0) -> Path:
-    names = {"brats2021": ("_", ["t1", "t1ce", "t2", "flair", "seg"]),
-             "brats2023": ("-", ["t1n", "t1c", "t2w", "t2f", "seg"])}[layout]
+    names = {
+        "brats2021": ("_", ["t1", "t1ce", "t2", "flair", "seg"]),
+        "brats2023": ("-", ["t1n", "t1c", "t2w", "t2f", "seg"]),
+    }[layout]
     separator, suffixes = names
     brain, label = brain_with_tumour(et_label=3 if layout == "brats2023" else 4)
     rng = np.random.default_rng(seed)
@@ -123,8 +125,9 @@ def test_region_targets_are_nested_and_match_labels(tmp_path, settings):
 
 def test_patch_queue_yields_batches_of_patches(tmp_path):
     settings = PreprocessingSettings(spacing_mm=3.0, min_shape=16)  # volumes at least one patch
-    subjects = [preprocess_subject(find_subject(write_subject(tmp_path, f"S{i}", seed=i)), settings, None)
-                for i in range(2)]
+    subjects = [
+        preprocess_subject(find_subject(write_subject(tmp_path, f"S{i}", seed=i)), settings, None) for i in range(2)
+    ]
     queue = patch_queue(subjects, patch_size=16, samples_per_volume=3, queue_length=6, augment=True)
     batches = list(patch_batches(queue, batch_size=2))
     assert sum(inputs.shape[0] for inputs, _ in batches) == 6

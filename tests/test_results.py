@@ -57,8 +57,15 @@ def make_overlay_case(shape: tuple[int, int, int] = (64, 72, 60), seed: int = 0)
     return image.astype(np.float32), reference, prediction
 
 
-def make_fake_run(run_dir: Path, rounds: int = 5, sites: int = 4, with_test: bool = True,
-                  with_overlay: bool = True, with_summary: bool = True, seed: int = 0) -> Path:
+def make_fake_run(
+    run_dir: Path,
+    rounds: int = 5,
+    sites: int = 4,
+    with_test: bool = True,
+    with_overlay: bool = True,
+    with_summary: bool = True,
+    seed: int = 0,
+) -> Path:
     """A run folder as the ServerApp writes it: Dice rising with noise, HD95 falling."""
     rng = np.random.default_rng(seed)
     writer = RunWriter(run_dir)
@@ -70,19 +77,24 @@ def make_fake_run(run_dir: Path, rounds: int = 5, sites: int = 4, with_test: boo
 
     def scores(progress: float, skill: float = 1.0):
         dice = {f"dice_{r}": float(np.clip(ceiling[r] * skill * progress + rng.normal(0, 0.02), 0, 1)) for r in REGIONS}
-        hd95 = {f"hd95_{r}": float(373.1287 if progress == 0 else 4 + 60 * (1 - progress) + rng.uniform(0, 5))
-                for r in REGIONS}
+        hd95 = {
+            f"hd95_{r}": float(373.1287 if progress == 0 else 4 + 60 * (1 - progress) + rng.uniform(0, 5))
+            for r in REGIONS
+        }
         return {**dice, **hd95}
 
     if with_test:
         writer.add_metrics(round=0, scope="global", split="test", metrics=scores(0.0))
     for round_ in range(1, rounds + 1):
-        progress = 1 - 0.7 ** round_
+        progress = 1 - 0.7**round_
         weighted = {}
         for site in site_ids:
-            writer.add_metrics(round=round_, scope=site, split="train",
-                               metrics={"loss": 1.0 - 0.6 * progress + rng.normal(0, 0.03),
-                                        "num_examples": site_sizes[site]})
+            writer.add_metrics(
+                round=round_,
+                scope=site,
+                split="train",
+                metrics={"loss": 1.0 - 0.6 * progress + rng.normal(0, 0.03), "num_examples": site_sizes[site]},
+            )
             site_scores = scores(progress, site_skill[site])
             writer.add_metrics(round=round_, scope=site, split="val", metrics=site_scores)
             for key, value in site_scores.items():
@@ -94,9 +106,16 @@ def make_fake_run(run_dir: Path, rounds: int = 5, sites: int = 4, with_test: boo
         image, reference, prediction = make_overlay_case()
         writer.write_overlay_case("FeTS2022_00042", image, reference, prediction, round=rounds)
     if with_summary:
-        final = {key: np.float32(value) for key, value in scores(1 - 0.7 ** rounds, 0.97).items()}
-        writer.write_summary({"strategy": "fedavg", "rounds": rounds, "wall_time_s": np.float64(83.4),
-                              "final": final, "best": {**final, "round": np.int64(rounds)}})
+        final = {key: np.float32(value) for key, value in scores(1 - 0.7**rounds, 0.97).items()}
+        writer.write_summary(
+            {
+                "strategy": "fedavg",
+                "rounds": rounds,
+                "wall_time_s": np.float64(83.4),
+                "final": final,
+                "best": {**final, "round": np.int64(rounds)},
+            }
+        )
     return run_dir
 
 
@@ -121,7 +140,9 @@ def test_config_records_versions_and_git_revision(fake_run):
 
 def test_metrics_csv_has_exact_header_and_round_trips(tmp_path):
     writer = RunWriter(tmp_path / "nested" / "run")  # parents are created
-    writer.add_metrics(round=0, scope="global", split="test", metrics={"dice_wt": np.float32(0.25), "hd95_wt": 373.1287})
+    writer.add_metrics(
+        round=0, scope="global", split="test", metrics={"dice_wt": np.float32(0.25), "hd95_wt": 373.1287}
+    )
     writer.add_metrics(round=1, scope="site-3", split="train", metrics={"loss": 0.5, "num_examples": 12})
     # Rows are on disk as soon as add_metrics returns, header only once.
     lines = (writer.metrics_path).read_text().splitlines()
@@ -158,7 +179,10 @@ def test_summary_converts_numpy_types(fake_run):
     assert summary["best"]["round"] == 5
     assert summary["wall_time_s"] == pytest.approx(83.4)
     assert to_jsonable({"a": np.arange(3), "b": np.float64("nan"), "c": (np.bool_(True), Path("/x"))}) == {
-        "a": [0, 1, 2], "b": None, "c": [True, "/x"]}
+        "a": [0, 1, 2],
+        "b": None,
+        "c": [True, "/x"],
+    }
 
 
 def test_model_path_stays_inside_the_run_folder(tmp_path):
@@ -211,8 +235,12 @@ def test_draw_run_plots_writes_all_pngs(fake_run):
     import matplotlib.pyplot as plt
 
     paths = draw_run_plots(fake_run)
-    assert [p.name for p in paths] == ["dice_per_round.png", "hd95_per_round.png", "site_dice.png",
-                                       "prediction_overlay.png"]
+    assert [p.name for p in paths] == [
+        "dice_per_round.png",
+        "hd95_per_round.png",
+        "site_dice.png",
+        "prediction_overlay.png",
+    ]
     for path in paths:
         _assert_png(path)
     assert plt.get_fignums() == []  # no pyplot figures left behind

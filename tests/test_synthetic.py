@@ -26,8 +26,9 @@ FILE_SUFFIXES = ("t1", "t1ce", "t2", "flair", "seg")
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory) -> CohortInfo:
     out = tmp_path_factory.mktemp("synth") / "cohort"
-    return generate_cohort(out, n_sites=SITES, n_subjects=SUBJECTS, seed=SEED, shape=SHAPE, n_test=TEST_SUBJECTS,
-                           progress=False)
+    return generate_cohort(
+        out, n_sites=SITES, n_subjects=SUBJECTS, seed=SEED, shape=SHAPE, n_test=TEST_SUBJECTS, progress=False
+    )
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -132,8 +133,14 @@ def test_labels_are_nested(cohort):
 def test_cohort_json_records_parameters_sites_and_volumes(cohort):
     record = cohort_record(cohort)
     assert record["generator_version"] == synthetic.GENERATOR_VERSION
-    assert record["parameters"] == {"n_sites": SITES, "n_subjects": SUBJECTS, "n_test": TEST_SUBJECTS, "seed": SEED,
-                                    "shape": SHAPE, "spacing_mm": 192.0 / SHAPE}
+    assert record["parameters"] == {
+        "n_sites": SITES,
+        "n_subjects": SUBJECTS,
+        "n_test": TEST_SUBJECTS,
+        "seed": SEED,
+        "shape": SHAPE,
+        "spacing_mm": 192.0 / SHAPE,
+    }
     assert [site["site"] for site in record["sites"]] == list(range(1, SITES + 1))
     assert {"bias_coefficient", "noise_std", "log_gamma", "intensity_scale"} <= set(record["sites"][0])
     subjects = {s["subject_id"]: s for s in record["subjects"]}
@@ -191,8 +198,9 @@ def test_second_call_reuses_the_cohort_without_writing(cohort):
     files = [p for p in cohort.root.rglob("*") if p.is_file()]
     before = {p: p.stat().st_mtime_ns for p in files}
     started = time.perf_counter()
-    again = generate_cohort(cohort.root, n_sites=SITES, n_subjects=SUBJECTS, seed=SEED, shape=SHAPE,
-                            n_test=TEST_SUBJECTS, progress=True)
+    again = generate_cohort(
+        cohort.root, n_sites=SITES, n_subjects=SUBJECTS, seed=SEED, shape=SHAPE, n_test=TEST_SUBJECTS, progress=True
+    )
     assert time.perf_counter() - started < 2.0
     assert again.cached and again.root == cohort.root
     assert {p: p.stat().st_mtime_ns for p in files} == before
@@ -201,8 +209,14 @@ def test_second_call_reuses_the_cohort_without_writing(cohort):
 
 def test_other_parameters_into_the_same_folder_raise(cohort):
     for changed in ({"seed": SEED + 1}, {"n_subjects": SUBJECTS + 1}, {"n_test": TEST_SUBJECTS + 1}):
-        arguments = {"n_sites": SITES, "n_subjects": SUBJECTS, "seed": SEED, "shape": SHAPE,
-                     "n_test": TEST_SUBJECTS, **changed}
+        arguments = {
+            "n_sites": SITES,
+            "n_subjects": SUBJECTS,
+            "seed": SEED,
+            "shape": SHAPE,
+            "n_test": TEST_SUBJECTS,
+            **changed,
+        }
         with pytest.raises(ValueError, match=str(cohort.root)):
             generate_cohort(cohort.root, progress=False, **arguments)
     assert cohort_record(cohort)["parameters"]["seed"] == SEED
@@ -219,14 +233,16 @@ def test_a_folder_with_other_data_is_never_overwritten(tmp_path):
 
 
 def plans_by_id(seed: int) -> dict[str, synthetic.SubjectPlan]:
-    params = synthetic.CohortParameters(n_sites=SITES, n_subjects=SUBJECTS, n_test=TEST_SUBJECTS, seed=seed,
-                                        shape=SHAPE)
+    params = synthetic.CohortParameters(
+        n_sites=SITES, n_subjects=SUBJECTS, n_test=TEST_SUBJECTS, seed=seed, shape=SHAPE
+    )
     return {plan.subject_id: plan for plan in synthetic.plan_subjects(params)}
 
 
 def regenerate(subject_id: str, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    params = synthetic.CohortParameters(n_sites=SITES, n_subjects=SUBJECTS, n_test=TEST_SUBJECTS, seed=seed,
-                                        shape=SHAPE)
+    params = synthetic.CohortParameters(
+        n_sites=SITES, n_subjects=SUBJECTS, n_test=TEST_SUBJECTS, seed=seed, shape=SHAPE
+    )
     plan = plans_by_id(seed)[subject_id]
     return synthetic.synthesize_subject(plan, synthetic.draw_site_profile(params, plan.profile_site), params)
 

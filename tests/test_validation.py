@@ -313,10 +313,13 @@ def test_cli_with_partitions(tmp_path):
     assert result.exit_code == 1 and "subject C" in result.output
 
 
-@pytest.mark.parametrize("make_args", [
-    lambda tmp: [str(tmp / "no_such_dir")],
-    lambda tmp: [str(tmp)],  # exists, but holds no subjects
-])
+@pytest.mark.parametrize(
+    "make_args",
+    [
+        lambda tmp: [str(tmp / "no_such_dir")],
+        lambda tmp: [str(tmp)],  # exists, but holds no subjects
+    ],
+)
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, make_args):
     result = runner.invoke(app, ["check-data", *make_args(tmp_path)])
     assert result.exit_code == 2
