@@ -101,6 +101,11 @@ class RunConfig:
         for key, (value, allowed) in choices.items():
             if value not in allowed:
                 raise ConfigError(f"run-config key '{key}': {value!r} is not one of {', '.join(map(str, allowed))}")
+        # The ServerApp runs in the SuperLink's working directory and ClientApps in Ray's.
+        for key in ("data-dir", "partitions", "heldout", "output-dir"):
+            value = getattr(self, _field(key))
+            if value and not Path(value).expanduser().is_absolute():
+                raise ConfigError(f"run-config key '{key}': {value!r} must be an absolute path")
 
     def to_run_config(self) -> dict[str, Any]:
         """Back to the flat kebab-case mapping Flower uses (for config.json)."""
@@ -165,8 +170,5 @@ def fedtumor_home() -> Path:
 def resolve_output_dir(config: RunConfig) -> Path:
     """Absolute output folder: the ServerApp's working directory is the SuperLink's."""
     if config.output_dir:
-        path = Path(config.output_dir).expanduser()
-        if not path.is_absolute():
-            raise ConfigError(f"run-config key 'output-dir': {config.output_dir!r} must be an absolute path")
-        return path
+        return Path(config.output_dir).expanduser()
     return fedtumor_home() / "runs"

@@ -78,9 +78,13 @@ def test_int_is_accepted_where_float_is_expected():
     assert load_run_config({"learning-rate": 1}).learning_rate == 1.0
 
 
-def test_output_dir_must_be_absolute(tmp_path, monkeypatch):
-    with pytest.raises(ConfigError, match="'output-dir'"):
-        resolve_output_dir(load_run_config({"output-dir": "relative/runs"}))
+@pytest.mark.parametrize("key", ["data-dir", "partitions", "heldout", "output-dir"])
+def test_paths_must_be_absolute(key):
+    with pytest.raises(ConfigError, match=f"'{key}'.*absolute"):
+        load_run_config({key: "relative/path"})
+
+
+def test_output_dir_defaults_under_fedtumor_home(tmp_path, monkeypatch):
     assert resolve_output_dir(load_run_config({"output-dir": str(tmp_path)})) == tmp_path
     monkeypatch.setenv("FEDTUMOR_HOME", str(tmp_path / "home"))
     assert resolve_output_dir(load_run_config({})) == tmp_path / "home" / "runs"
