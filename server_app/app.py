@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.common.logger import FLOWER_LOGGER as log
 from flwr.serverapp import Grid, ServerApp
@@ -55,6 +56,7 @@ def main(grid: Grid, context: Context) -> None:
     recorder = StudyRecorder(writer)
     strategy.reply_listener = recorder.on_site_reply
 
+    torch.manual_seed(config.seed)  # the same seed gives the same initial global model
     model = build_model(config.model, config.base_filters)
     evaluator = HeldoutEvaluator(config, heldout, writer, recorder) if heldout else None
     log.info("fedtumor: %d nodes, %d held-out test subjects, results in %s", n_nodes, len(heldout), writer.run_dir)
