@@ -22,7 +22,9 @@ from fedtumor.errors import ConfigError, DataError
 from fedtumor.losses import build_loss
 from fedtumor.model import build_model
 from fedtumor.training import VolumeCase, evaluate_cases, resolve_device, train_epochs
+from strategies.client_hooks import ClientHooks
 from strategies.recording import SITE_RECORD_KEY
+from strategies.registry import client_hooks_for
 
 DATA_ERROR_CODE = 100  # an application error code, outside Flower's own range
 
@@ -40,25 +42,28 @@ def _site(config: RunConfig, context: Context) -> SiteData:
     return _site_cache[key]
 
 
-def _prepare(message: Message, context: Context) -> tuple[RunConfig, SiteData, torch.nn.Module, torch.device]:
+def _prepare(
+    message: Message, context: Context
+) -> tuple[RunConfig, SiteData, torch.nn.Module, torch.device, ClientHooks]:
     config = load_run_config(context.run_config)
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     site = _site(config, context)
     model = build_model(config.model, config.base_filters)
-    model.load_state_dict(message.content["arrays"].to_torch_state_dict())
-    return config, site, model, resolve_device(config.device)
+    hooks = client_hooks_for(message.content["config"], context.state)
+    hooks.load_global(model, message.content)
+    return config, site, model, resolve_device(config.device), hooks
 
 
-def _reply(message: Message, site: SiteData, model: torch.nn.Module | None, metrics: dict) -> Message:
+def _reply(message: Message, site: SiteData, arrays: ArrayRecord | None, metrics: dict) -> Message:
     content = RecordDict(
         {
             "metrics": MetricRecord(metrics),
             SITE_RECORD_KEY: ConfigRecord({"site-id": site.site_id}),
         }
     )
-    if model is not None:
-        content["arrays"] = ArrayRecord(model.cpu().state_dict())
+    if arrays is not None:
+        content["arrays"] = arrays
     return Message(content=content, reply_to=message)
 
 
@@ -81,7 +86,7 @@ def _reply_on_bad_input(handler: Callable[[Message, Context], Message]) -> Calla
 @app.train()
 @_reply_on_bad_input
 def train(message: Message, context: Context) -> Message:
-    config, site, model, device = _prepare(message, context)
+    config, site, model, device, hooks = _prepare(message, context)
     server_round = int(message.content["config"].get("server-round", 0))
     lr = float(message.content["config"].get("learning-rate", config.learning_rate))
     epochs = int(message.content["config"].get("local-epochs", config.local_epochs))
@@ -90,7 +95,14 @@ def train(message: Message, context: Context) -> Message:
     queue = patch_queue(site.train, config.patch_size, config.samples_per_volume, config.queue_length, config.augment)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     stats = train_epochs(
-        model, lambda: patch_batches(queue, config.batch_size), epochs, optimizer, build_loss(config.loss), device
+        model,
+        lambda: patch_batches(queue, config.batch_size),
+        epochs,
+        optimizer,
+        build_loss(config.loss),
+        device,
+        extra_loss=hooks.extra_loss,
+        before_step=hooks.before_optimizer_step,
     )
     log.info(
         "%s round %d: loss %.4f over %d patches in %.1fs",
@@ -106,13 +118,13 @@ def train(message: Message, context: Context) -> Message:
         "num-patches": stats.num_patches,
         "train-seconds": stats.seconds,
     }
-    return _reply(message, site, model, metrics)
+    return _reply(message, site, hooks.reply_arrays(model.cpu(), stats.num_steps, lr), metrics)
 
 
 @app.evaluate()
 @_reply_on_bad_input
 def evaluate(message: Message, context: Context) -> Message:
-    config, site, model, device = _prepare(message, context)
+    config, site, model, device, _ = _prepare(message, context)
     cases = (VolumeCase(s["subject_id"], model_input(s), regions_array(s), subject_spacing(s)) for s in site.val)
     means, _, _ = evaluate_cases(model, cases, config.patch_size, device)
     return _reply(message, site, None, {"num-examples": len(site.val), **means})

@@ -142,6 +142,31 @@ def predict(
     console.print(f"wrote {path}")
 
 
+strategies_app = typer.Typer(
+    help="Aggregation strategies: list the installed plugins, check one.", no_args_is_help=True
+)
+app.add_typer(strategies_app, name="strategies")
+
+
+@strategies_app.command("list")
+def strategies_list() -> None:
+    """Installed strategies (entry-point group fedtumor.strategies) and their parameters."""
+    from rich.table import Table
+
+    from strategies.registry import load_registry
+
+    registry = load_registry()
+    table = Table(title="fedtumor strategies")
+    for column in ("name", "description", "parameters (strategy-config defaults)", "client hooks"):
+        table.add_column(column)
+    for name, plugin in sorted(registry.plugins.items()):
+        params = " ".join(f"{key}={parameter.default!r}" for key, parameter in plugin.parameters.items()) or "-"
+        table.add_row(name, plugin.description, params, "yes" if plugin.client_hooks else "-")
+    console.print(table)
+    for name, reason in sorted(registry.broken.items()):
+        error_console.print(f"[bold red]failed to load:[/] {escape(name)}: {escape(reason)}", highlight=False)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

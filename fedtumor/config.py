@@ -31,6 +31,7 @@ class RunConfig:
     # Federation
     num_server_rounds: int = 5
     strategy: str = "fedavg"
+    strategy_config: str = ""  # the strategy's parameters, "key=value key2=value2"
     fraction_train: float = 1.0
     fraction_evaluate: float = 1.0
     min_available_nodes: int = 2
@@ -142,16 +143,11 @@ def _coerce(key: str, value: Any, expected: type) -> Any:
 
 _FIELD_TYPES = {f.name: {"int": int, "float": float, "bool": bool, "str": str}[f.type] for f in fields(RunConfig)}
 
-# Keys Flower or other packages may put in the run config that are not ours to validate.
-_FOREIGN_PREFIXES = ("strategy.",)
-
 
 def load_run_config(run_config: Mapping[str, Any]) -> RunConfig:
     """Validate a Flower run config; unknown or ill-typed keys raise ConfigError naming the key."""
     values: dict[str, Any] = {}
     for key, value in run_config.items():
-        if key.startswith(_FOREIGN_PREFIXES):
-            continue
         name = _field(key)
         if name not in _FIELD_TYPES or "_" in key:
             known = [_key(n) for n in _FIELD_TYPES]

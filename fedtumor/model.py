@@ -7,6 +7,8 @@ from monai.networks.nets import DynUNet, SegResNet, UNet
 
 IN_CHANNELS = 4  # t1, t1ce, t2, flair
 OUT_CHANNELS = 3  # ET, TC, WT
+# Learnable scale and shift: what FedBN keeps local (MONAI's plain "instance" has none).
+INSTANCE_NORM = ("instance", {"affine": True})
 
 
 def build_model(name: str = "unet", base_filters: int = 8) -> torch.nn.Module:
@@ -18,8 +20,8 @@ def build_model(name: str = "unet", base_filters: int = 8) -> torch.nn.Module:
     - ``segresnet``: MONAI's SegResNet (Myronenko 2018), instance norm;
     - ``dynunet``: MONAI's nnU-Net-style DynUNet, instance norm.
 
-    Instance norm everywhere: batch norm with batch 1 is unstable, and norm layers are what
-    FedBN keeps local.
+    Instance norm with affine parameters everywhere: batch norm with batch 1 is unstable, and
+    norm layers are what FedBN keeps local.
     """
     if base_filters < 1:
         raise ValueError(f"base_filters must be >= 1, got {base_filters}")
@@ -32,7 +34,7 @@ def build_model(name: str = "unet", base_filters: int = 8) -> torch.nn.Module:
             channels=tuple(filters[:4]),
             strides=(2, 2, 2),
             num_res_units=1,
-            norm="instance",
+            norm=INSTANCE_NORM,
         )
     if name == "fets-resunet":
         return UNet(
@@ -42,7 +44,7 @@ def build_model(name: str = "unet", base_filters: int = 8) -> torch.nn.Module:
             channels=tuple(filters),
             strides=(2, 2, 2, 2),
             num_res_units=2,
-            norm="instance",
+            norm=INSTANCE_NORM,
         )
     if name == "segresnet":
         return SegResNet(
@@ -50,7 +52,7 @@ def build_model(name: str = "unet", base_filters: int = 8) -> torch.nn.Module:
             init_filters=base_filters,
             in_channels=IN_CHANNELS,
             out_channels=OUT_CHANNELS,
-            norm="instance",
+            norm=INSTANCE_NORM,
         )
     if name == "dynunet":
         return DynUNet(
@@ -61,7 +63,7 @@ def build_model(name: str = "unet", base_filters: int = 8) -> torch.nn.Module:
             strides=[1, 2, 2, 2],
             upsample_kernel_size=[2, 2, 2],
             filters=filters[:4],
-            norm_name="instance",
+            norm_name=INSTANCE_NORM,
         )
     raise ValueError(f"unknown model {name!r}; choose unet, fets-resunet, segresnet or dynunet")
 

@@ -20,6 +20,7 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 class TrainStats:
     loss: float  # mean loss over the last epoch
     num_patches: int  # patches seen over all epochs
+    num_steps: int  # optimiser steps over all epochs (SCAFFOLD needs it)
     seconds: float
 
 
@@ -40,15 +41,21 @@ def train_epochs(
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     device: torch.device,
     on_batch: Callable[[float], None] | None = None,
+    extra_loss: Callable[[torch.nn.Module], torch.Tensor | None] | None = None,
+    before_step: Callable[[torch.nn.Module], None] | None = None,
 ) -> TrainStats:
-    """Train for ``epochs`` passes over ``epoch_batches()``; mixed precision on CUDA."""
+    """Train for ``epochs`` passes over ``epoch_batches()``; mixed precision on CUDA.
+
+    ``extra_loss`` adds a term to each batch's loss (e.g. FedProx's proximal term) and
+    ``before_step`` may edit gradients after ``backward()`` (e.g. SCAFFOLD's correction).
+    """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     model.to(device).train()
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     start = time.perf_counter()
-    seen = 0
+    seen = steps = 0
     last_epoch_losses: list[float] = []
     for _ in range(epochs):
         last_epoch_losses = []
@@ -57,17 +64,23 @@ def train_epochs(
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, enabled=use_amp):
                 loss = loss_fn(model(inputs), targets)
+            if extra_loss is not None and (extra := extra_loss(model)) is not None:
+                loss = loss + extra
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss.item()}")
             scaler.scale(loss).backward()
+            if before_step is not None:
+                scaler.unscale_(optimizer)  # hooks see true gradients
+                before_step(model)
             scaler.step(optimizer)
             scaler.update()
             seen += inputs.shape[0]
+            steps += 1
             last_epoch_losses.append(loss.item())
             if on_batch is not None:
                 on_batch(loss.item())
     mean_loss = float(np.mean(last_epoch_losses)) if last_epoch_losses else float("nan")
-    return TrainStats(loss=mean_loss, num_patches=seen, seconds=time.perf_counter() - start)
+    return TrainStats(loss=mean_loss, num_patches=seen, num_steps=steps, seconds=time.perf_counter() - start)
 
 
 @torch.no_grad()

@@ -19,7 +19,7 @@ from fedtumor.plots import draw_run_plots
 from fedtumor.results import RunWriter
 from server_app.evaluation import HeldoutEvaluator
 from server_app.study import StudyRecorder
-from strategies import build_strategy
+from strategies.registry import build_strategy
 
 app = ServerApp()
 

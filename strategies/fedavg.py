@@ -1,14 +1,17 @@
-"""FedAvg (McMahan et al. 2017): example-weighted mean of the sites' models.
-
-Flower's FedAvg, with each site's reply shown to the run's recorder first.
-"""
-
-from __future__ import annotations
+"""FedAvg (McMahan et al. 2017): the example-weighted mean of the sites' models."""
 
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
-from strategies.recording import SiteReplyRecorder
+from strategies.base import FedTumorStrategy
+from strategies.plugin import FlowerStrategyPlugin
 
 
-class FedAvg(SiteReplyRecorder, FlowerFedAvg):
-    """Federated averaging weighted by ``num-examples`` (training patches seen)."""
+class FedAvg(FedTumorStrategy, FlowerFedAvg):
+    """Flower's FedAvg behind fedtumor's reply checks."""
+
+
+class FedAvgPlugin(FlowerStrategyPlugin):
+    name = "fedavg"
+    description = "Federated averaging, weighted by each site's number of training subjects"
+    reference = "McMahan et al. 2017, Communication-Efficient Learning of Deep Networks from Decentralized Data"
+    strategy_class = FedAvg

@@ -1,16 +1,15 @@
-"""A mixin that shows every site's reply to a listener before the strategy aggregates.
+"""Each site's reply as the server sees it: site id, metrics, or the error it sent.
 
 Flower's strategies hand back only aggregated metrics; a study needs each site's too
-(per-site Dice, failures per round). Mix :class:`SiteReplyRecorder` in front of any
-Message-API strategy: it observes replies and changes nothing about aggregation.
+(per-site Dice, failures per round).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from flwr.app import Message, MetricRecord
+from flwr.app import Message
 
 SITE_RECORD_KEY = "site"  # ConfigRecord in each reply: {"site-id": "..."}
 
@@ -39,22 +38,3 @@ def describe_reply(server_round: int, phase: str, message: Message) -> SiteReply
     for record in content.metric_records.values():
         metrics.update({k: float(v) for k, v in record.items() if isinstance(v, (int, float))})
     return SiteReply(server_round, phase, node_id, site_id, metrics)
-
-
-class SiteReplyRecorder:
-    """Mixin: ``class MyStrategy(SiteReplyRecorder, FedAvg)``; set ``reply_listener`` after init."""
-
-    reply_listener: SiteReplyListener | None = None
-
-    def _observe(self, server_round: int, phase: str, replies: Iterable[Message]) -> list[Message]:
-        replies = list(replies)
-        if self.reply_listener is not None:
-            for message in replies:
-                self.reply_listener(describe_reply(server_round, phase, message))
-        return replies
-
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]):
-        return super().aggregate_train(server_round, self._observe(server_round, "train", replies))
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        return super().aggregate_evaluate(server_round, self._observe(server_round, "evaluate", replies))

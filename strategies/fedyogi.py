@@ -1,0 +1,24 @@
+"""FedYogi (Reddi et al. 2021): Yogi on the server over the averaged site update."""
+
+from flwr.serverapp.strategy import FedYogi as FlowerFedYogi
+
+from strategies.base import FedTumorStrategy
+from strategies.plugin import FlowerStrategyPlugin, Parameter
+
+
+class FedYogi(FedTumorStrategy, FlowerFedYogi):
+    """Flower's FedYogi behind fedtumor's reply checks."""
+
+
+class FedYogiPlugin(FlowerStrategyPlugin):
+    name = "fedyogi"
+    description = "Adaptive server optimiser (Yogi) on the averaged update"
+    reference = "Reddi et al. 2021, Adaptive Federated Optimization"
+    parameters = {
+        "eta": Parameter(1e-2, "server learning rate"),
+        "eta-l": Parameter(0.0316, "client learning rate (informational, as in Flower)"),
+        "beta-1": Parameter(0.9, "first-moment decay"),
+        "beta-2": Parameter(0.99, "second-moment decay"),
+        "tau": Parameter(1e-3, "adaptivity: larger is closer to FedAvgM"),
+    }
+    strategy_class = FedYogi
