@@ -21,8 +21,8 @@ from fedtumor.config import RunConfig, load_run_config
 from fedtumor.errors import ConfigError, DataError
 from fedtumor.losses import build_loss
 from fedtumor.model import build_model
-from fedtumor.training import VolumeCase, evaluate_cases, resolve_device, train_epochs
-from strategies.client_hooks import ClientHooks
+from fedtumor.training import VolumeCase, evaluate_cases, mean_loss, resolve_device, train_epochs
+from strategies.client_hooks import REPORT_LOSS_BEFORE_KEY, ClientHooks
 from strategies.recording import SITE_RECORD_KEY
 from strategies.registry import client_hooks_for
 
@@ -93,13 +93,18 @@ def train(message: Message, context: Context) -> Message:
     # Reproducible patches per site and round, different across both.
     torch.manual_seed(zlib.crc32(f"{config.seed}/{site.site_id}/{server_round}".encode()))
     queue = patch_queue(site.train, config.patch_size, config.samples_per_volume, config.queue_length, config.augment)
+    loss_fn = build_loss(config.loss)
+    # Cost-weighted strategies (FedCostWAvg, FedPIDAvg) compare the loss before and after.
+    loss_before = None
+    if message.content["config"].get(REPORT_LOSS_BEFORE_KEY, False):
+        loss_before = mean_loss(model, patch_batches(queue, config.batch_size), loss_fn, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     stats = train_epochs(
         model,
         lambda: patch_batches(queue, config.batch_size),
         epochs,
         optimizer,
-        build_loss(config.loss),
+        loss_fn,
         device,
         extra_loss=hooks.extra_loss,
         before_step=hooks.before_optimizer_step,
@@ -118,6 +123,8 @@ def train(message: Message, context: Context) -> Message:
         "num-patches": stats.num_patches,
         "train-seconds": stats.seconds,
     }
+    if loss_before is not None:
+        metrics["loss-before"] = loss_before
     return _reply(message, site, hooks.reply_arrays(model.cpu(), stats.num_steps, lr), metrics)
 
 

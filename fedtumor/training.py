@@ -84,6 +84,22 @@ def train_epochs(
 
 
 @torch.no_grad()
+def mean_loss(
+    model: torch.nn.Module,
+    batches: Iterable[Batch],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    device: torch.device,
+) -> float:
+    """Mean loss of ``model`` over ``batches`` without training (FedCostWAvg's cost before)."""
+    model.to(device).eval()
+    losses = []
+    for inputs, targets in batches:
+        with torch.autocast(device.type, enabled=device.type == "cuda"):
+            losses.append(loss_fn(model(inputs.to(device)), targets.to(device)).item())
+    return float(np.mean(losses)) if losses else float("nan")
+
+
+@torch.no_grad()
 def predict_labels(model: torch.nn.Module, image: torch.Tensor, patch_size: int, device: torch.device) -> np.ndarray:
     """Whole-volume BraTS 2021 labels for a (4, X, Y, Z) input, by MONAI sliding-window inference.
 

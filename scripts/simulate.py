@@ -90,8 +90,11 @@ def validate_run_config(overrides: str) -> str | None:
 
     with open(REPO / "pyproject.toml", "rb") as handle:
         shipped = tomllib.load(handle)["tool"]["flwr"]["app"]["config"]
+    from strategies.registry import load_registry, parse_strategy_config
+
     try:
-        load_run_config({**shipped, **parse_config_args([overrides] if overrides else None)})
+        config = load_run_config({**shipped, **parse_config_args([overrides] if overrides else None)})
+        parse_strategy_config(load_registry().get(config.strategy), config.strategy_config)
     except ConfigError as exc:
         return str(exc)
     except Exception as exc:  # unparsable --run-config text

@@ -53,9 +53,10 @@ class StudyRecorder:
     def record_test(self, server_round: int, metrics: dict[str, float]) -> None:
         self.test_history[server_round] = metrics
 
-    def summary(self, config: RunConfig, n_nodes: int, wall_time_s: float) -> dict:
+    def summary(self, config: RunConfig, n_nodes: int, wall_time_s: float, strategy_parameters: dict) -> dict:
         summary: dict = {
             "strategy": config.strategy,
+            "strategy_parameters": strategy_parameters,
             "rounds": config.num_server_rounds,
             "wall_time_s": round(wall_time_s, 2),
             "num_nodes": n_nodes,

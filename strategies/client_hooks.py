@@ -23,6 +23,8 @@ from flwr.app import ArrayRecord, RecordDict
 
 CLIENT_HOOK_KEY = "client-hook"
 ARRAYS_KEY = "arrays"
+# Round-config flag: the site also reports `loss-before`, the received model's training loss.
+REPORT_LOSS_BEFORE_KEY = "report-loss-before"
 
 
 class ClientHooks:

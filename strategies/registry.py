@@ -60,6 +60,8 @@ def parse_strategy_config(plugin: type[StrategyPlugin], text: str) -> dict[str, 
         given = parse_config_args([text]) if text.strip() else {}
     except Exception as exc:
         raise ConfigError(f"run-config key 'strategy-config': cannot parse {text!r} ({exc})") from None
+    if text.strip() and not given:  # Flower's parser skips tokens without '='
+        raise ConfigError(f"run-config key 'strategy-config': {text!r} holds no key=value pair")
     params = {name: parameter.default for name, parameter in plugin.parameters.items()}
     for key, value in given.items():
         if key not in plugin.parameters:
@@ -94,6 +96,7 @@ def build_strategy(config: RunConfig, registry: Registry | None = None) -> Strat
     plugin = registry.get(config.strategy)
     params = parse_strategy_config(plugin, config.strategy_config)
     strategy = plugin().build(params, sampling_of(config))
+    strategy.plugin_parameters = params  # reported in summary.json
     if plugin.client_hooks is not None:
         strategy.client_hook_name = plugin.name  # every round's config names the hooks
     return strategy

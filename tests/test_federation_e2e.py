@@ -149,15 +149,22 @@ def test_report_and_predict_use_the_run(federation, tmp_path, monkeypatch):
     assert set(np.unique(np.asarray(prediction.dataobj)).tolist()) <= {0, 1, 2, 4}
 
 
-def test_bad_run_config_key_is_refused_before_anything_starts():
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ("num-server-round=2", "error: unknown run-config key 'num-server-round' (did you mean 'num-server-rounds'?)"),
+        ("strategy='fedsgd'", "error: run-config key 'strategy': unknown strategy 'fedsgd'; available: "),
+        ("strategy='fedprox' strategy-config='mu=1'", "error: run-config key 'strategy-config': 'mu' is not a"),
+    ],
+)
+def test_bad_run_config_is_refused_before_anything_starts(overrides, message):
     completed = subprocess.run(
-        [sys.executable, "scripts/simulate.py", "--run-config", "num-server-round=2"],
+        [sys.executable, "scripts/simulate.py", "--run-config", overrides],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert completed.returncode == 2
-    assert completed.stderr.strip().splitlines() == [
-        "error: unknown run-config key 'num-server-round' (did you mean 'num-server-rounds'?)"
-    ]
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), completed.stderr
