@@ -1,0 +1,80 @@
+"""Replies are checked before any strategy aggregates them."""
+
+import re
+import time
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, Message, MessageType, Metadata, MetricRecord, RecordDict
+
+from strategies.reply_checks import all_finite, reply_problem
+
+GLOBAL = ArrayRecord({"w": Array(np.zeros((2, 3), np.float32)), "b": Array(np.zeros(3, np.float32))})
+
+
+def train_reply(arrays: dict, metrics: dict | None = None) -> Message:
+    metadata = Metadata(
+        run_id=1,
+        message_id="r",
+        src_node_id=7,
+        dst_node_id=0,
+        reply_to_message_id="i",
+        group_id="1",
+        created_at=time.time(),
+        ttl=60.0,
+        message_type=MessageType.TRAIN,
+    )
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()}),
+            "metrics": MetricRecord(metrics if metrics is not None else {"num-examples": 4}),
+        }
+    )
+    return Message(metadata=metadata, content=content)
+
+
+def good_arrays() -> dict:
+    return {"w": np.ones((2, 3), np.float32), "b": np.ones(3, np.float32)}
+
+
+@pytest.mark.parametrize(
+    ("values", "finite"),
+    [
+        (np.ones((3, 4), np.float32), True),
+        (np.array([1.0, np.nan], np.float32), False),
+        (np.array([np.inf, 1.0]), False),
+        (np.array([np.inf, -np.inf]), False),
+        (np.arange(5), True),
+        (np.asfortranarray(np.ones((3, 4), np.float16)), True),
+    ],
+)
+def test_all_finite_reads_serialised_arrays(values, finite):
+    assert all_finite(Array(values)) is finite
+
+
+def test_sound_reply_passes_and_a_subset_of_keys_is_allowed():
+    assert reply_problem(train_reply(good_arrays()), GLOBAL) is None
+    assert reply_problem(train_reply({"w": np.ones((2, 3), np.float32)}), GLOBAL) is None
+
+
+@pytest.mark.parametrize(
+    ("arrays", "metrics", "reason"),
+    [
+        ({**good_arrays(), "w": np.full((2, 3), np.nan, np.float32)}, None, "'w' has NaN or Inf"),
+        ({**good_arrays(), "b": np.ones(4, np.float32)}, None, "'b' has shape \\(4,\\), the global model \\(3,\\)"),
+        ({**good_arrays(), "b": np.ones(3, np.float64)}, None, "'b' has dtype float64"),
+        ({**good_arrays(), "extra": np.ones(1, np.float32)}, None, "'extra' is not in the global model"),
+        (good_arrays(), {"loss": 0.1}, "missing 'num-examples'"),
+        (good_arrays(), {"num-examples": 0}, "positive number, got 0"),
+        (good_arrays(), {"num-examples": float("nan")}, "positive number"),
+    ],
+)
+def test_unsound_replies_are_named(arrays, metrics, reason):
+    problem = reply_problem(train_reply(arrays, metrics), GLOBAL)
+    assert problem is not None
+    assert re.search(reason, problem), problem
+
+
+def test_extra_prefixes_allow_strategy_arrays():
+    arrays = {**good_arrays(), "control/w": np.ones((2, 3), np.float32)}
+    assert reply_problem(train_reply(arrays), GLOBAL, extra_prefixes=("control/",)) is None
