@@ -94,10 +94,12 @@ def train(message: Message, context: Context) -> Message:
     torch.manual_seed(zlib.crc32(f"{config.seed}/{site.site_id}/{server_round}".encode()))
     queue = patch_queue(site.train, config.patch_size, config.samples_per_volume, config.queue_length, config.augment)
     loss_fn = build_loss(config.loss)
-    # Cost-weighted strategies (FedCostWAvg, FedPIDAvg) compare the loss before and after.
-    loss_before = None
+    # Cost-weighted strategies (FedCostWAvg, FedPIDAvg) compare the loss before and after
+    # local training, on the same fixed patches and in eval mode.
+    probe = None
     if message.content["config"].get(REPORT_LOSS_BEFORE_KEY, False):
-        loss_before = mean_loss(model, patch_batches(queue, config.batch_size), loss_fn, device)
+        probe = list(patch_batches(queue, config.batch_size))
+        loss_before = mean_loss(model, probe, loss_fn, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     stats = train_epochs(
         model,
@@ -123,8 +125,9 @@ def train(message: Message, context: Context) -> Message:
         "num-patches": stats.num_patches,
         "train-seconds": stats.seconds,
     }
-    if loss_before is not None:
+    if probe is not None:
         metrics["loss-before"] = loss_before
+        metrics["loss-after"] = mean_loss(model, probe, loss_fn, device)
     return _reply(message, site, hooks.reply_arrays(model.cpu(), stats.num_steps, lr), metrics)
 
 

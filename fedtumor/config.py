@@ -36,6 +36,12 @@ class RunConfig:
     fraction_evaluate: float = 1.0
     min_available_nodes: int = 2
     round_timeout_s: float = 3600.0
+    # FeTS Task 1 hooks (strategies/fets_hooks.py): a built-in "name key=value ..."; "" keeps the plugin's
+    collaborator_selection: str = ""
+    round_hyperparameters: str = ""
+    # Simulated time (fedtumor/simulated_time.py): profiles CSV ("" = seeded per site id), budget
+    site_profiles: str = ""
+    time_budget_s: float = 604800.0
     # Local training
     local_epochs: int = 1
     learning_rate: float = 1e-3
@@ -76,6 +82,7 @@ class RunConfig:
             "fraction-evaluate": 0.0 <= self.fraction_evaluate <= 1.0,
             "min-available-nodes": self.min_available_nodes >= 1,
             "round-timeout-s": self.round_timeout_s > 0,
+            "time-budget-s": 0 < self.time_budget_s < float("inf"),
             "local-epochs": self.local_epochs >= 1,
             "learning-rate": self.learning_rate > 0,
             "batch-size": self.batch_size >= 1,
@@ -103,10 +110,23 @@ class RunConfig:
             if value not in allowed:
                 raise ConfigError(f"run-config key '{key}': {value!r} is not one of {', '.join(map(str, allowed))}")
         # The ServerApp runs in the SuperLink's working directory and ClientApps in Ray's.
-        for key in ("data-dir", "partitions", "heldout", "output-dir"):
+        for key in ("data-dir", "partitions", "heldout", "output-dir", "site-profiles"):
             value = getattr(self, _field(key))
             if value and not Path(value).expanduser().is_absolute():
                 raise ConfigError(f"run-config key '{key}': {value!r} must be an absolute path")
+        self._check_fets_hooks()
+
+    def _check_fets_hooks(self) -> None:
+        from strategies.fets_hooks import hyperparameters_from_spec, selector_from_spec  # no import cycle
+
+        for key, parse in (
+            ("collaborator-selection", selector_from_spec),
+            ("round-hyperparameters", hyperparameters_from_spec),
+        ):
+            try:
+                parse(getattr(self, _field(key)))
+            except ValueError as exc:
+                raise ConfigError(f"run-config key '{key}': {exc}") from None
 
     def to_run_config(self) -> dict[str, Any]:
         """Back to the flat kebab-case mapping Flower uses (for config.json)."""

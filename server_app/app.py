@@ -17,6 +17,7 @@ from fedtumor.errors import ConfigError, DataError
 from fedtumor.model import build_model
 from fedtumor.plots import draw_run_plots
 from fedtumor.results import RunWriter
+from fedtumor.simulated_time import SiteProfiles
 from server_app.evaluation import HeldoutEvaluator
 from server_app.study import StudyRecorder
 from strategies.registry import build_strategy
@@ -42,6 +43,7 @@ def main(grid: Grid, context: Context) -> None:
     try:
         config = load_run_config(context.run_config)
         strategy = build_strategy(config)
+        profiles = SiteProfiles.from_setting(config.site_profiles)  # simulated time of each site
         n_nodes = _wait_for_nodes(grid, config.min_available_nodes)
         ensure_synthetic_cohort(config, n_nodes)  # no-op when data-dir is set
         heldout = load_heldout(config, n_nodes) if config.server_eval else []
@@ -53,8 +55,9 @@ def main(grid: Grid, context: Context) -> None:
     run_name = config.run_name or f"{config.strategy}-{datetime.now(UTC):%Y%m%d-%H%M%S}-run{context.run_id}"
     writer = RunWriter(resolve_output_dir(config) / run_name)
     writer.write_config({**config.to_run_config(), "num-nodes": n_nodes, "run-id": context.run_id})
-    recorder = StudyRecorder(writer)
+    recorder = StudyRecorder(writer, profiles)
     strategy.reply_listener = recorder.on_site_reply
+    strategy.site_profiles = profiles  # collaborator selectors see each site's profile
 
     torch.manual_seed(config.seed)  # the same seed gives the same initial global model
     model = build_model(config.model, config.base_filters)

@@ -1,5 +1,6 @@
 """FedAdam (Reddi et al. 2021): Adam on the server over the averaged site update."""
 
+from flwr.app import Array, ArrayRecord
 from flwr.serverapp.strategy import FedAdam as FlowerFedAdam
 
 from strategies.base import FedTumorStrategy
@@ -7,7 +8,23 @@ from strategies.plugin import FlowerStrategyPlugin, Parameter
 
 
 class FedAdam(FedTumorStrategy, FlowerFedAdam):
-    """Flower's FedAdam behind fedtumor's reply checks."""
+    """Flower's FedAdam behind fedtumor's reply checks, keeping the model's dtypes.
+
+    Flower's bias-corrected step size is a NumPy float64 scalar, which (NumPy 2) turns the
+    float32 model into float64; the next round every site's float32 reply would be rejected.
+    """
+
+    def aggregate_train(self, server_round, replies):
+        arrays, metrics = super().aggregate_train(server_round, replies)
+        sent = self._sent_arrays
+        if arrays is not None and sent is not None:
+            arrays = ArrayRecord(
+                {
+                    key: Array(array.numpy().astype(sent[key].dtype, copy=False)) if key in sent else array
+                    for key, array in arrays.items()
+                }
+            )
+        return arrays, metrics
 
 
 class FedAdamPlugin(FlowerStrategyPlugin):
@@ -22,3 +39,4 @@ class FedAdamPlugin(FlowerStrategyPlugin):
         "tau": Parameter(1e-3, "adaptivity: larger is closer to FedAvgM"),
     }
     strategy_class = FedAdam
+    preserves_identical_updates = False  # the server takes an Adam step of size eta, not the averaged model

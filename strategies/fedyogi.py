@@ -22,3 +22,4 @@ class FedYogiPlugin(FlowerStrategyPlugin):
         "tau": Parameter(1e-3, "adaptivity: larger is closer to FedAvgM"),
     }
     strategy_class = FedYogi
+    preserves_identical_updates = False  # the server takes a Yogi step of size eta, not the averaged model

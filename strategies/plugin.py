@@ -6,6 +6,11 @@ A plugin is a class registered under the entry-point group ``fedtumor.strategies
     fedmine = "my_package.fedmine:FedMinePlugin"
 
 The built-ins register the same way, in fedtumor's own pyproject.toml.
+
+A plugin may also supply the FeTS Task 1 hooks (``strategies/fets_hooks.py``) as class
+attributes: ``select_collaborators`` (which sampled sites train each round) and
+``round_hyperparameters`` (each round's learning rate and local epochs); the defaults train
+every sampled site with the run config's values. Wrap a plain function in ``staticmethod``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any, ClassVar
 from flwr.serverapp.strategy import Strategy
 
 from strategies.client_hooks import ClientHooks
+from strategies.fets_hooks import CollaboratorSelector, RoundHyperparameters, all_sites, constant
 
 ParameterValue = bool | int | float | str
 
@@ -65,6 +71,10 @@ class StrategyPlugin(ABC):
     client_hooks: ClassVar[type[ClientHooks] | None] = None
     # Whether identical client updates must aggregate to that update (checked by the kit).
     preserves_identical_updates: ClassVar[bool] = True
+    # FeTS Task 1 hooks (strategies/fets_hooks.py); run-config keys collaborator-selection and
+    # round-hyperparameters, when set, take precedence.
+    select_collaborators: ClassVar[CollaboratorSelector] = staticmethod(all_sites)
+    round_hyperparameters: ClassVar[RoundHyperparameters] = staticmethod(constant)
 
     @abstractmethod
     def build(self, params: Mapping[str, ParameterValue], sampling: Sampling) -> Strategy:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from flwr.app import Message
+import numpy as np
+from flwr.app import ArrayRecord, Message
 
 SITE_RECORD_KEY = "site"  # ConfigRecord in each reply: {"site-id": "..."}
 
@@ -22,9 +23,26 @@ class SiteReply:
     site_id: str
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    # Sizes for simulated time: the arrays the site received (train phase; set by the strategy
+    # mixin) and the arrays it sent back (sum of array sizes, all ArrayRecords of the reply).
+    download_bytes: int = 0
+    upload_bytes: int = 0
 
 
 SiteReplyListener = Callable[[SiteReply], None]
+
+
+def array_record_bytes(record: ArrayRecord | None) -> int:
+    """Sum of the arrays' sizes (elements x item size), without deserialising them."""
+    if record is None:
+        return 0
+    total = 0
+    for array in record.values():
+        try:
+            total += int(np.prod(array.shape, dtype=np.int64)) * np.dtype(array.dtype).itemsize
+        except TypeError:  # a dtype numpy does not know: count the serialised bytes
+            total += len(array.data)
+    return total
 
 
 def describe_reply(server_round: int, phase: str, message: Message) -> SiteReply:
@@ -37,4 +55,5 @@ def describe_reply(server_round: int, phase: str, message: Message) -> SiteReply
     metrics: dict[str, float] = {}
     for record in content.metric_records.values():
         metrics.update({k: float(v) for k, v in record.items() if isinstance(v, (int, float))})
-    return SiteReply(server_round, phase, node_id, site_id, metrics)
+    upload_bytes = sum(array_record_bytes(record) for record in content.array_records.values())
+    return SiteReply(server_round, phase, node_id, site_id, metrics, upload_bytes=upload_bytes)

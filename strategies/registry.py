@@ -18,6 +18,7 @@ from flwr.serverapp.strategy import Strategy
 from fedtumor.config import RunConfig
 from fedtumor.errors import ConfigError
 from strategies.client_hooks import CLIENT_HOOK_KEY, ClientHooks
+from strategies.fets_hooks import hyperparameters_from_spec, selector_from_spec
 from strategies.plugin import ParameterValue, Sampling, StrategyPlugin
 
 ENTRY_POINT_GROUP = "fedtumor.strategies"
@@ -99,6 +100,12 @@ def build_strategy(config: RunConfig, registry: Registry | None = None) -> Strat
     strategy.plugin_parameters = params  # reported in summary.json
     if plugin.client_hooks is not None:
         strategy.client_hook_name = plugin.name  # every round's config names the hooks
+    # FeTS Task 1 hooks: the run config's built-in, else the plugin's (defaults: all sites, constant).
+    strategy.collaborator_selector = selector_from_spec(config.collaborator_selection) or plugin.select_collaborators
+    strategy.round_hyperparameters = (
+        hyperparameters_from_spec(config.round_hyperparameters) or plugin.round_hyperparameters
+    )
+    strategy.selection_seed = config.seed
     return strategy
 
 
