@@ -167,6 +167,19 @@ def strategies_list() -> None:
         error_console.print(f"[bold red]failed to load:[/] {escape(name)}: {escape(reason)}", highlight=False)
 
 
+@strategies_app.command("check")
+def strategies_check(name: str = typer.Argument(..., help="A strategy that `strategies list` shows.")) -> None:
+    """Run a strategy through the conformance kit (a short in-process federation): exit 0 when it conforms, 1 not."""
+    from strategies.conformance import run_kit
+
+    try:
+        conforms = run_kit(name, console)
+    except ConfigError as exc:
+        fail(str(exc))
+    if not conforms:
+        raise typer.Exit(EXIT_PROBLEMS)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

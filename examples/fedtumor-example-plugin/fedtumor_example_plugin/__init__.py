@@ -1,0 +1,1 @@
+"""An example fedtumor strategy plugin: FedAvg with norm-clipped site updates."""
