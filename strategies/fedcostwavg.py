@@ -31,6 +31,7 @@ from flwr.common.logger import FLOWER_LOGGER as log
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
 from fedtumor.errors import ConfigError
+from strategies.array_views import weighted_sum
 from strategies.base import FedTumorStrategy
 from strategies.client_hooks import REPORT_LOSS_BEFORE_KEY
 from strategies.plugin import FlowerStrategyPlugin, Parameter, ParameterValue, Sampling
@@ -67,9 +68,7 @@ def weighted_average(records: Sequence[ArrayRecord], weights: Sequence[float]) -
     """``sum_j w_j a_j`` per key; floating arrays keep their dtype, integer arrays are rounded back to theirs."""
     averaged = {}
     for key, first in records[0].items():
-        total = first.numpy() * weights[0]  # Python float weights keep float32 arrays float32
-        for weight, record in zip(weights[1:], records[1:]):
-            total += record[key].numpy() * weight
+        total = weighted_sum(records, key, weights)
         dtype = np.dtype(first.dtype)
         if not np.issubdtype(dtype, np.floating):
             total = np.rint(total)

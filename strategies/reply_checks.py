@@ -3,29 +3,12 @@
 from __future__ import annotations
 
 import math
-from io import BytesIO
 
-import numpy as np
-from flwr.app import Array, ArrayRecord, Message
+from flwr.app import ArrayRecord, Message
+
+from strategies.array_views import all_finite
 
 WEIGHT_KEY = "num-examples"
-
-
-def all_finite(array: Array) -> bool:
-    """Whether a serialised float array holds only finite values, read in place (no copy).
-
-    A float64 sum is NaN or Inf exactly when some element is (model weights never sum past
-    1e308), and costs a fraction of deserialising the array.
-    """
-    if not np.issubdtype(np.dtype(array.dtype), np.floating):
-        return True
-    stream = BytesIO(array.data)
-    major, _ = np.lib.format.read_magic(stream)
-    read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-    _, _, dtype = read_header(stream)
-    values = np.frombuffer(array.data, dtype=dtype, offset=stream.tell())
-    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf is the answer, not a problem
-        return bool(np.isfinite(values.sum(dtype=np.float64)))
 
 
 def reply_problem(message: Message, sent: ArrayRecord | None, extra_prefixes: tuple[str, ...] = ()) -> str | None:

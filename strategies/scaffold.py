@@ -38,6 +38,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
 from fedtumor.errors import ConfigError
+from strategies.array_views import array_view, weighted_sum
 from strategies.base import FedTumorStrategy
 from strategies.client_hooks import ClientHooks
 from strategies.plugin import FlowerStrategyPlugin, Parameter, ParameterValue, Sampling
@@ -85,7 +86,7 @@ class FlowerScaffold(FlowerFedAvg):
         examples = [float(next(iter(c.metric_records.values()))[self.weighted_by_key]) for c in contents]
         weights = [n / sum(examples) for n in examples]  # Python floats keep float32 arrays float32
         model_keys = [key for key in records[0] if not key.startswith(DELTA_PREFIX)]
-        mean = {key: sum(w * r[key].numpy() for w, r in zip(weights, records)) for key in model_keys}
+        mean = {key: weighted_sum(records, key, weights) for key in model_keys}
 
         previous = self._global
         if previous is None:  # only when aggregate_train is called without configure_train
@@ -93,7 +94,7 @@ class FlowerScaffold(FlowerFedAvg):
             previous = ArrayRecord({key: Array(np.asarray(value)) for key, value in mean.items()})
         arrays: dict[str, np.ndarray] = {}
         for key, array in previous.items():
-            x = array.numpy()
+            x = array_view(array)
             if key not in mean:  # no site sent it: keep it
                 arrays[key] = x
             elif _is_float(array):  # sum_i w_i (y_i - x) = mean - x, as the weights sum to 1
@@ -105,7 +106,7 @@ class FlowerScaffold(FlowerFedAvg):
         for key, control in self.control.items():
             name = DELTA_PREFIX + key
             if all(name in record for record in records):
-                mean_delta = sum(record[name].numpy() for record in records) / len(records)
+                mean_delta = weighted_sum(records, name, [1.0 / len(records)] * len(records))
                 self.control[key] = (control + fraction * mean_delta).astype(control.dtype, copy=False)
 
         metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
