@@ -7,19 +7,25 @@ by deserialising. A read-only view over the message's bytes costs nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from io import BytesIO
 
 import numpy as np
 from flwr.app import Array, ArrayRecord
 
 
 def array_view(array: Array) -> np.ndarray:
-    """A read-only NumPy view of ``array``'s data (``np.save`` format), in its shape and order."""
-    stream = BytesIO(array.data)
-    major, _ = np.lib.format.read_magic(stream)
-    read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-    shape, fortran_order, dtype = read_header(stream)
-    flat = np.frombuffer(array.data, dtype=dtype, offset=stream.tell())
+    """A read-only NumPy view of ``array``'s data (``np.save`` format), in its shape and order.
+
+    The ``Array`` already knows dtype and shape, so the data is the last ``nbytes`` of the
+    buffer; only the memory order is read from the (short, ASCII) ``.npy`` header.
+    """
+    data = array.data
+    dtype = np.dtype(array.dtype)
+    shape = tuple(array.shape)
+    offset = len(data) - dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+    if offset < 10 or data[:6] != b"\x93NUMPY":
+        raise ValueError(f"not an .npy buffer of {dtype} {shape}")
+    fortran_order = b"'fortran_order': True" in data[:offset]
+    flat = np.frombuffer(data, dtype=dtype, offset=offset)
     return flat.reshape(shape, order="F" if fortran_order else "C")
 
 
