@@ -23,7 +23,7 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, Metadata, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 from flwr.supercore.task_identity import TaskIdentity
 from rich.console import Console
@@ -31,6 +31,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from fedtumor.model import build_model
+from strategies.conformance import site_reply
 from strategies.plugin import Sampling
 from strategies.recording import SITE_RECORD_KEY
 from strategies.registry import load_registry, parse_strategy_config
@@ -47,21 +48,6 @@ class FixedGrid:
 
     def get_node_ids(self) -> list[int]:
         return list(self.node_ids)
-
-
-def reply(node_id: int, content: RecordDict) -> Message:
-    metadata = Metadata(
-        run_id=1,
-        message_id=f"reply-{node_id}",
-        src_node_id=node_id,
-        dst_node_id=0,
-        reply_to_message_id=f"instruction-{node_id}",
-        group_id="1",
-        created_at=time.time(),
-        ttl=3600.0,
-        message_type=MessageType.TRAIN,
-    )
-    return Message(metadata=metadata, content=content)
 
 
 def site_replies(global_arrays: dict[str, np.ndarray], node_ids: list[int], extra_prefixes: tuple[str, ...]):
@@ -84,7 +70,7 @@ def site_replies(global_arrays: dict[str, np.ndarray], node_ids: list[int], extr
                 SITE_RECORD_KEY: ConfigRecord({"site-id": f"site-{index + 1}"}),
             }
         )
-        replies.append(reply(node_id, content))
+        replies.append(site_reply(node_id, content))
     return replies
 
 

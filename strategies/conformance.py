@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MessageType, Metadata, MetricRecord, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.common.logger import FLOWER_LOGGER
 from flwr.common.serde import recorddict_from_proto, recorddict_to_proto
@@ -576,6 +576,22 @@ def _one_thread_own_rng() -> Iterator[None]:
     finally:
         torch.set_num_threads(threads)
         random.setstate(python_state)
+
+
+def site_reply(node_id: int, content: RecordDict, message_type: str = MessageType.TRAIN) -> Message:
+    """A reply from ``node_id`` as the server receives it, for tests and benchmarks of strategies."""
+    metadata = Metadata(
+        run_id=1,
+        message_id=f"reply-{node_id}",
+        src_node_id=node_id,
+        dst_node_id=SUPERLINK_NODE_ID,
+        reply_to_message_id=f"instruction-{node_id}",
+        group_id="1",
+        created_at=time.time(),
+        ttl=3600.0,
+        message_type=message_type,
+    )
+    return Message(metadata=metadata, content=content)
 
 
 @contextlib.contextmanager

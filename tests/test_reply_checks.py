@@ -1,36 +1,25 @@
 """Replies are checked before any strategy aggregates them."""
 
 import re
-import time
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, Message, MessageType, Metadata, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 
+from strategies.conformance import site_reply
 from strategies.reply_checks import reply_problem
 
 GLOBAL = ArrayRecord({"w": Array(np.zeros((2, 3), np.float32)), "b": Array(np.zeros(3, np.float32))})
 
 
 def train_reply(arrays: dict, metrics: dict | None = None) -> Message:
-    metadata = Metadata(
-        run_id=1,
-        message_id="r",
-        src_node_id=7,
-        dst_node_id=0,
-        reply_to_message_id="i",
-        group_id="1",
-        created_at=time.time(),
-        ttl=60.0,
-        message_type=MessageType.TRAIN,
-    )
     content = RecordDict(
         {
             "arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()}),
             "metrics": MetricRecord(metrics if metrics is not None else {"num-examples": 4}),
         }
     )
-    return Message(metadata=metadata, content=content)
+    return site_reply(7, content)
 
 
 def good_arrays() -> dict:

@@ -1,12 +1,11 @@
 """FedBN, SCAFFOLD, FedCostWAvg and FedPIDAvg against hand-computed aggregations and client hooks."""
 
 import logging
-import time
 
 import numpy as np
 import pytest
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, Metadata, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 from typer.testing import CliRunner
 
@@ -15,6 +14,7 @@ from fedtumor.config import RunConfig
 from fedtumor.errors import ConfigError
 from fedtumor.model import build_model
 from fedtumor.training import train_epochs
+from strategies.conformance import site_reply
 from strategies.fedbn import LOCAL_NORMS_KEY, FedBN, FedBNClientHooks, FedBNPlugin, norm_state_keys
 from strategies.fedcostwavg import FedCostWAvg, FedCostWAvgPlugin
 from strategies.fedpidavg import FedPIDAvg, FedPIDAvgPlugin
@@ -68,18 +68,7 @@ def reply(node_id: int, arrays: dict, site: str | None = None, **metrics) -> Mes
     )
     if site is not None:
         content[SITE_RECORD_KEY] = ConfigRecord({"site-id": site})
-    metadata = Metadata(
-        run_id=1,
-        message_id=f"reply-{node_id}",
-        src_node_id=node_id,
-        dst_node_id=0,
-        reply_to_message_id=f"instruction-{node_id}",
-        group_id="1",
-        created_at=time.time(),
-        ttl=3600.0,
-        message_type=MessageType.TRAIN,
-    )
-    return Message(metadata=metadata, content=content)
+    return site_reply(node_id, content)
 
 
 def values(arrays: ArrayRecord) -> dict[str, np.ndarray]:

@@ -1,13 +1,11 @@
 """The wrapped Flower strategies aggregate hand-computed examples through fedtumor's plugins."""
 
-import time
-
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, Metadata, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from fedtumor.config import RunConfig
-from strategies.conformance import as_serverapp
+from strategies.conformance import as_serverapp, site_reply
 from strategies.registry import build_strategy
 
 
@@ -24,19 +22,8 @@ def record(values) -> ArrayRecord:
 
 
 def reply(node_id: int, values, num_examples: int) -> Message:
-    metadata = Metadata(
-        run_id=1,
-        message_id=f"r{node_id}",
-        src_node_id=node_id,
-        dst_node_id=0,
-        reply_to_message_id=f"i{node_id}",
-        group_id="1",
-        created_at=time.time(),
-        ttl=60.0,
-        message_type=MessageType.TRAIN,
-    )
     content = RecordDict({"arrays": record(values), "metrics": MetricRecord({"num-examples": num_examples})})
-    return Message(metadata=metadata, content=content)
+    return site_reply(node_id, content)
 
 
 def run_round(strategy, server_round: int, global_values, site_values: list, weights: list[int]) -> np.ndarray:
