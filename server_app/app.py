@@ -75,7 +75,7 @@ def main(grid: Grid, context: Context) -> None:
 
     for server_round, metrics in result.evaluate_metrics_clientapp.items():
         writer.add_metrics(round=server_round, scope="global", split="val", metrics=_plain(metrics))
-    save_checkpoint(writer.run_dir / "final_model.pt", result.arrays.to_torch_state_dict(), config)
+    save_checkpoint(writer.model_path("final_model.pt"), result.arrays.to_torch_state_dict(), config)
     summary = recorder.summary(
         config, n_nodes, wall_time_s=time.perf_counter() - started, strategy_parameters=strategy.plugin_parameters
     )
