@@ -15,6 +15,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricR
 from flwr.clientapp import ClientApp
 from flwr.common.logger import FLOWER_LOGGER as log
 
+from client_app.privacy import clip_update_when_asked
 from data_loaders.pipelines import model_input, patch_batches, patch_queue, regions_array, subject_spacing
 from data_loaders.site import SiteData, load_site
 from fedtumor.config import RunConfig, load_run_config
@@ -83,7 +84,7 @@ def _reply_on_bad_input(handler: Callable[[Message, Context], Message]) -> Calla
     return wrapped
 
 
-@app.train()
+@app.train(mods=[clip_update_when_asked])  # client-level DP: clips what is sent
 @_reply_on_bad_input
 def train(message: Message, context: Context) -> Message:
     config, site, model, device, hooks = _prepare(message, context)

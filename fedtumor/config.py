@@ -42,6 +42,9 @@ class RunConfig:
     # Simulated time (fedtumor/simulated_time.py): profiles CSV ("" = seeded per site id), budget
     site_profiles: str = ""
     time_budget_s: float = 604800.0
+    # Client-level differential privacy (strategies/privacy.py): 0 noise = off
+    dp_noise_multiplier: float = 0.0
+    dp_clipping_norm: float = 1.0
     # Local training
     local_epochs: int = 1
     learning_rate: float = 1e-3
@@ -83,6 +86,8 @@ class RunConfig:
             "min-available-nodes": self.min_available_nodes >= 1,
             "round-timeout-s": self.round_timeout_s > 0,
             "time-budget-s": 0 < self.time_budget_s < float("inf"),
+            "dp-noise-multiplier": 0.0 <= self.dp_noise_multiplier < float("inf"),
+            "dp-clipping-norm": 0.0 < self.dp_clipping_norm < float("inf"),
             "local-epochs": self.local_epochs >= 1,
             "learning-rate": self.learning_rate > 0,
             "batch-size": self.batch_size >= 1,

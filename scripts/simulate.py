@@ -90,11 +90,14 @@ def validate_run_config(overrides: str) -> str | None:
 
     with open(REPO / "pyproject.toml", "rb") as handle:
         shipped = tomllib.load(handle)["tool"]["flwr"]["app"]["config"]
-    from strategies.registry import load_registry, parse_strategy_config
+    from strategies.privacy import dp_enabled, with_client_level_dp
+    from strategies.registry import build_strategy, load_registry, parse_strategy_config
 
     try:
         config = load_run_config({**shipped, **parse_config_args([overrides] if overrides else None)})
         parse_strategy_config(load_registry().get(config.strategy), config.strategy_config)
+        if dp_enabled(config):  # refuses a strategy that cannot carry client-level DP
+            with_client_level_dp(build_strategy(config), config)
     except ConfigError as exc:
         return str(exc)
     except Exception as exc:  # unparsable --run-config text

@@ -20,6 +20,7 @@ from fedtumor.results import RunWriter
 from fedtumor.simulated_time import SiteProfiles
 from server_app.evaluation import HeldoutEvaluator
 from server_app.study import StudyRecorder
+from strategies.privacy import with_client_level_dp
 from strategies.registry import build_strategy
 
 app = ServerApp()
@@ -42,7 +43,7 @@ def main(grid: Grid, context: Context) -> None:
     started = time.perf_counter()
     try:
         config = load_run_config(context.run_config)
-        strategy = build_strategy(config)
+        strategy = with_client_level_dp(build_strategy(config), config)  # unchanged when DP is off
         profiles = SiteProfiles.from_setting(config.site_profiles)  # simulated time of each site
         n_nodes = _wait_for_nodes(grid, config.min_available_nodes)
         ensure_synthetic_cohort(config, n_nodes)  # no-op when data-dir is set

@@ -17,6 +17,7 @@ from flwr.common.logger import FLOWER_LOGGER as log
 from fedtumor.config import RunConfig
 from fedtumor.results import GLOBAL_SCOPE, RunWriter
 from fedtumor.simulated_time import SiteProfiles, convergence_score, round_duration
+from strategies.privacy import privacy_summary
 from strategies.recording import SiteReply
 
 SPLIT_OF_PHASE = {"train": "train", "evaluate": "val"}
@@ -97,6 +98,7 @@ class StudyRecorder:
             "num_nodes": n_nodes,
             "sites": dict(sorted(self.sites.items())),
             "failed_replies": self.failures,
+            "differential_privacy": privacy_summary(config),
         }
         if self.test_history:
             last_round = max(self.test_history)
