@@ -19,6 +19,7 @@ import torchio as tio
 from data_loaders.layouts import SubjectFiles, discover_subjects
 from data_loaders.partitions import partition_for_index, read_partitions, read_subject_list, subjects_of_partition
 from data_loaders.pipelines import PreprocessingSettings, preprocess_subject
+from data_loaders.validation import check_data_dir
 from fedtumor.config import RunConfig, fedtumor_home
 from fedtumor.errors import DataError
 
@@ -104,12 +105,22 @@ def split_train_val(
     return train, val
 
 
+def check_site_folder(root: Path) -> None:
+    """Run every `fedtumor check-data` check on a deployed site's folder before it trains."""
+    report = check_data_dir(root)  # raises DataError itself for a missing or empty folder
+    if report.problems:
+        count = len(report.problems)
+        more = f" (1 of {count} problems; run `fedtumor check-data {root}`)" if count > 1 else ""
+        raise DataError(f"{report.problems[0]}{more}")
+
+
 def resolve_site(
     config: RunConfig, node_config: Mapping[str, Any]
 ) -> tuple[str, list[SubjectFiles], list[SubjectFiles]]:
     """(site id, train files, val files) for this node, simulated or deployed."""
     if "data-dir" in node_config:
         root = Path(str(node_config["data-dir"])).expanduser()
+        check_site_folder(root)
         site_id = str(node_config.get("site-id") or root.name)
         files_by_id = _files_by_id(root)
         train_ids, val_ids = split_train_val(list(files_by_id), config.val_fraction, config.seed, site_id)

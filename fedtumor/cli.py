@@ -142,6 +142,79 @@ def predict(
     console.print(f"wrote {path}")
 
 
+@app.command()
+def certs(
+    out: Path = typer.Option(..., "--out", help="Folder for ca.crt, ca.key, server.pem, server.key."),
+    host: list[str] = typer.Option([], "--host", help="DNS name the SuperLink is reached by (repeatable)."),
+    ip: list[str] = typer.Option([], "--ip", help="IP address the SuperLink is reached by (repeatable)."),
+    days: int = typer.Option(365, "--days", help="Validity in days."),
+    force: bool = typer.Option(False, "--force", help="Replace existing files (re-register every node's trust)."),
+) -> None:
+    """Make a CA and a SuperLink TLS certificate for these names (private keys mode 600)."""
+    from fedtumor.certs import make_superlink_certificates, read_certificate, subject_alternative_names
+
+    try:
+        files = make_superlink_certificates(out, host, ip, valid_days=days, overwrite=force)
+    except ConfigError as exc:
+        fail(str(exc))
+    names = ", ".join(subject_alternative_names(read_certificate(files.server_cert)))
+    console.print(f"wrote {files.server_cert} and {files.server_key} for the SuperLink (valid for {names})")
+    console.print(f"wrote {files.ca_cert}: give it to every SuperNode and every `flwr` user")
+    console.print(f"wrote {files.ca_key}: keep it private, offline if you can")
+
+
+@app.command("node-key")
+def node_key(
+    name: str = typer.Option(..., "--name", help="The site's name, e.g. site-a."),
+    out: Path = typer.Option(..., "--out", help="Folder for NAME.key (private) and NAME.pub."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing key pair."),
+) -> None:
+    """Make a SuperNode's authentication key pair; the coordinating centre registers NAME.pub."""
+    from fedtumor.node_keys import make_node_key
+
+    try:
+        files = make_node_key(out, name, overwrite=force)
+    except ConfigError as exc:
+        fail(str(exc))
+    console.print(f"wrote {files.private_key}: stays at the site (flower-supernode --auth-supernode-private-key)")
+    console.print(f"wrote {files.public_key}: send it to the coordinating centre (flwr supernode register)")
+
+
+audit_app = typer.Typer(
+    help="Audit a run: check its hash-chained audit log, hash a site's data.", no_args_is_help=True
+)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify(run_dir: Path = typer.Argument(..., help="A run folder written by the ServerApp.")) -> None:
+    """Recompute audit.jsonl's hash chain and the saved models' hashes: exit 0 intact, 1 altered, 2 unreadable."""
+    from fedtumor.audit import verify_run
+
+    try:
+        report = verify_run(run_dir, model_files=("final_model.pt", "best_model.pt", "resume_state.pt"))
+    except (FileNotFoundError, OSError) as exc:
+        fail(str(exc))
+    if report.problem is not None:
+        error_console.print(f"[bold red]altered:[/] {escape(str(report.problem))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_PROBLEMS)
+    models = ", ".join(report.models_checked) or "none"
+    console.print(f"intact: {report.entries} entries, {report.rounds} rounds; model hashes match for {models}")
+
+
+@audit_app.command("manifest")
+def audit_manifest(data_dir: Path = typer.Argument(..., help="A site folder in a BraTS layout.")) -> None:
+    """Print the data-manifest hash of a deployed site's folder (every subject in it), as its replies carry it."""
+    from data_loaders.layouts import discover_subjects
+    from data_loaders.manifest import site_manifest
+
+    try:
+        entries, sha256 = site_manifest(discover_subjects(data_dir))
+    except (DataError, OSError) as exc:
+        fail(str(exc))
+    console.print(f"{sha256}  {len(entries)} files in {data_dir}")
+
+
 strategies_app = typer.Typer(
     help="Aggregation strategies: list the installed plugins, check one.", no_args_is_help=True
 )

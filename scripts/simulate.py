@@ -13,28 +13,20 @@ started, also on failure or Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-RUN_ID_PATTERN = re.compile(r"run (?:with id |id[: ]+)?(\d{6,})", re.IGNORECASE)
-SUCCESS_STATUS = "finished:completed"
+from deployment.flwr_runs import SUCCESS_STATUS, run_status, stream_run, validate_run_config
+from deployment.processes import free_port
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def _echo(line: str) -> None:
+    print(line, flush=True)
 
 
 def write_flwr_config(flwr_home: Path) -> None:
@@ -78,50 +70,14 @@ def stop_superlink(control_port: int) -> None:
             pass
 
 
-def validate_run_config(overrides: str) -> str | None:
-    """Check the shipped config plus overrides up front; a one-line error naming the key, or None.
-
-    Flower itself only says "Invalid run configuration" for an unknown key.
-    """
-    from flwr.common.config import parse_config_args
-
-    from fedtumor.config import load_run_config
-    from fedtumor.errors import ConfigError
-
-    with open(REPO / "pyproject.toml", "rb") as handle:
-        shipped = tomllib.load(handle)["tool"]["flwr"]["app"]["config"]
-    from strategies.privacy import dp_enabled, with_client_level_dp
-    from strategies.registry import build_strategy, load_registry, parse_strategy_config
-
-    try:
-        config = load_run_config({**shipped, **parse_config_args([overrides] if overrides else None)})
-        parse_strategy_config(load_registry().get(config.strategy), config.strategy_config)
-        if dp_enabled(config):  # refuses a strategy that cannot carry client-level DP
-            with_client_level_dp(build_strategy(config), config)
-    except ConfigError as exc:
-        return str(exc)
-    except Exception as exc:  # unparsable --run-config text
-        return f"cannot parse --run-config {overrides!r}: {exc}"
-    return None
-
-
-def run_status(run_id: str, env: dict[str, str]) -> str:
-    out = subprocess.run(
-        ["flwr", "ls", "local", "--run-id", run_id, "--format", "json"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    try:
-        runs = json.loads(out.stdout).get("runs", [])
-    except json.JSONDecodeError:
-        return f"unknown (flwr ls printed: {out.stdout.strip()[:200]} {out.stderr.strip()[:200]})"
-    return runs[0].get("status", "unknown") if runs else "unknown (run not listed)"
-
-
-def simulate(num_supernodes: int, run_config: str, num_cpus: int, num_gpus: float, flwr_home: Path | None) -> int:
+def simulate(
+    num_supernodes: int,
+    run_config: str,
+    num_cpus: int,
+    num_gpus: float,
+    flwr_home: Path | None,
+    ray_address: str | None = None,
+) -> int:
     if problem := validate_run_config(run_config):
         print(f"error: {problem}", file=sys.stderr)
         return 2
@@ -136,30 +92,22 @@ def simulate(num_supernodes: int, run_config: str, num_cpus: int, num_gpus: floa
         "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
         "FLWR_DISABLE_UPDATE_CHECK": "1",
     }
+    if ray_address:
+        # Flower's Ray backend calls ray.init() without an address, which attaches to RAY_ADDRESS.
+        env["RAY_ADDRESS"] = ray_address
     # The SuperLink is started by `flwr run`; its children must find this venv's tools.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     federation = (
         f"num-supernodes={num_supernodes} client-resources-num-cpus={num_cpus} "
         f"client-resources-num-gpus={float(num_gpus)}"
     )
-    command = ["flwr", "run", ".", "local", "--stream", "--federation-config", federation]
-    if run_config:
-        command += ["--run-config", run_config]
     started = time.perf_counter()
-    run_id = None
     try:
-        with subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-        ) as proc:
-            for line in proc.stdout:
-                sys.stdout.write(line)
-                sys.stdout.flush()
-                if run_id is None and (match := RUN_ID_PATTERN.search(line)):
-                    run_id = match.group(1)
+        run_id = stream_run("local", env, run_config, ["--federation-config", federation], echo=_echo)
         if run_id is None:
             print("simulate: could not find the run id in `flwr run`'s output", file=sys.stderr)
             return 1
-        status = run_status(run_id, env)
+        status = run_status(run_id, "local", env)
         wall = time.perf_counter() - started
         print(f"simulate: run {run_id} status {status} after {wall:.1f}s")
         return 0 if status == SUCCESS_STATUS else 1
@@ -176,8 +124,13 @@ def main() -> int:
     parser.add_argument("--num-cpus", type=int, default=1, help="CPUs per simulated ClientApp")
     parser.add_argument("--num-gpus", type=float, default=0.0, help="GPU fraction per simulated ClientApp")
     parser.add_argument("--flwr-home", type=Path, default=None, help="keep Flower's state here (default: temp)")
+    parser.add_argument(
+        "--ray-address", default=None, help="attach to this running Ray cluster (host:port of `ray start --head`)"
+    )
     args = parser.parse_args()
-    return simulate(args.num_supernodes, args.run_config, args.num_cpus, args.num_gpus, args.flwr_home)
+    return simulate(
+        args.num_supernodes, args.run_config, args.num_cpus, args.num_gpus, args.flwr_home, args.ray_address
+    )
 
 
 if __name__ == "__main__":
