@@ -17,6 +17,7 @@ import numpy as np
 import torchio as tio
 
 from data_loaders.layouts import SubjectFiles, discover_subjects
+from data_loaders.manifest import site_manifest
 from data_loaders.partitions import partition_for_index, read_partitions, read_subject_list, subjects_of_partition
 from data_loaders.pipelines import PreprocessingSettings, preprocess_subject
 from data_loaders.validation import check_data_dir
@@ -32,6 +33,7 @@ class SiteData:
     site_id: str
     train: list[tio.Subject]
     val: list[tio.Subject]
+    manifest_sha256: str = ""  # data_loaders/manifest.py: the site's files, sizes and content hashes
 
 
 def preprocessing_settings(config: RunConfig) -> PreprocessingSettings:
@@ -155,6 +157,7 @@ def load_site(config: RunConfig, node_config: Mapping[str, Any]) -> SiteData:
         site_id=site_id,
         train=[preprocess_subject(f, settings, cache) for f in train_files],
         val=[preprocess_subject(f, settings, cache) for f in val_files],
+        manifest_sha256=site_manifest([*train_files, *val_files])[1],
     )
 
 

@@ -13,8 +13,12 @@ from fedtumor.model import build_model
 CHECKPOINT_FILES = ("final_model.pt", "best_model.pt")
 
 
-def save_checkpoint(path: Path, state_dict: dict[str, torch.Tensor], config: RunConfig) -> Path:
+def save_checkpoint(
+    path: Path, state_dict: dict[str, torch.Tensor], config: RunConfig, server_round: int | None = None
+) -> Path:
+    """Written under a temporary name, then renamed; ``round`` lets the audit log check the file."""
     payload = {
+        "round": server_round,
         "model": config.model,
         "base_filters": config.base_filters,
         "patch_size": config.patch_size,

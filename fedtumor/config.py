@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fedtumor.errors import ConfigError
+from fedtumor.faults import parse_faults
 
 MODEL_NAMES = ("unet", "segresnet", "dynunet", "fets-resunet")
 LOSS_NAMES = ("dice", "dicece")
@@ -36,6 +37,12 @@ class RunConfig:
     fraction_evaluate: float = 1.0
     min_available_nodes: int = 2
     round_timeout_s: float = 3600.0
+    # Reliability (docs/reliability.md): replies a round needs (0 = min-available-nodes), update-norm
+    # bound (0 = off), the run folder to resume ("" = a new run), test-only faults ("" = none)
+    min_train_replies: int = 0
+    max_update_norm: float = 0.0
+    resume: str = ""
+    fault_injection: str = ""
     # FeTS Task 1 hooks (strategies/fets_hooks.py): a built-in "name key=value ..."; "" keeps the plugin's
     collaborator_selection: str = ""
     round_hyperparameters: str = ""
@@ -85,6 +92,8 @@ class RunConfig:
             "fraction-evaluate": 0.0 <= self.fraction_evaluate <= 1.0,
             "min-available-nodes": self.min_available_nodes >= 1,
             "round-timeout-s": self.round_timeout_s > 0,
+            "min-train-replies": self.min_train_replies >= 0,
+            "max-update-norm": 0.0 <= self.max_update_norm < float("inf"),
             "time-budget-s": 0 < self.time_budget_s < float("inf"),
             "dp-noise-multiplier": 0.0 <= self.dp_noise_multiplier < float("inf"),
             "dp-clipping-norm": 0.0 < self.dp_clipping_norm < float("inf"),
@@ -115,11 +124,15 @@ class RunConfig:
             if value not in allowed:
                 raise ConfigError(f"run-config key '{key}': {value!r} is not one of {', '.join(map(str, allowed))}")
         # The ServerApp runs in the SuperLink's working directory and ClientApps in Ray's.
-        for key in ("data-dir", "partitions", "heldout", "output-dir", "site-profiles"):
+        for key in ("data-dir", "partitions", "heldout", "output-dir", "site-profiles", "resume"):
             value = getattr(self, _field(key))
             if value and not Path(value).expanduser().is_absolute():
                 raise ConfigError(f"run-config key '{key}': {value!r} must be an absolute path")
         self._check_fets_hooks()
+        try:
+            parse_faults(self.fault_injection)
+        except ValueError as exc:
+            raise ConfigError(f"run-config key 'fault-injection': {exc}") from None
 
     def _check_fets_hooks(self) -> None:
         from strategies.fets_hooks import hyperparameters_from_spec, selector_from_spec  # no import cycle
@@ -181,6 +194,13 @@ def load_run_config(run_config: Mapping[str, Any]) -> RunConfig:
             raise ConfigError(f"unknown run-config key '{key}'{suggestion}")
         values[name] = _coerce(key, value, _FIELD_TYPES[name])
     return RunConfig(**values)
+
+
+def require_every_key(run_config: Mapping[str, Any]) -> None:
+    """ConfigError naming the first RunConfig key the app config lacks (Flower would refuse to override it)."""
+    for name in _FIELD_TYPES:
+        if _key(name) not in run_config:
+            raise ConfigError(f"run-config key '{_key(name)}' is missing from [tool.flwr.app.config] in pyproject.toml")
 
 
 def fedtumor_home() -> Path:

@@ -222,6 +222,24 @@ class RunWriter:
             writer.writerows(rows)
             handle.flush()
 
+    def drop_rounds_after(self, last_round: int) -> None:
+        """Keep metrics.csv rows up to ``last_round`` (resume: the rounds after it are run again).
+
+        Rewritten under a temporary name and renamed, so a crash leaves the old file whole.
+        """
+        path = self.metrics_path
+        if not path.exists():
+            return
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+        kept = [row for row in rows[1:] if len(row) == len(METRICS_COLUMNS) and int(row[0]) <= last_round]
+        temporary = path.with_name(f".{path.name}.tmp")
+        with temporary.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(METRICS_COLUMNS)
+            writer.writerows(kept)
+        os.replace(temporary, path)
+
     def write_overlay_case(
         self,
         subject_id: str,
