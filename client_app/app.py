@@ -15,6 +15,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricR
 from flwr.clientapp import ClientApp
 from flwr.common.logger import FLOWER_LOGGER as log
 
+from client_app.fault_injection import inject_fault  # test-only switch, off unless fault-injection is set
 from client_app.privacy import clip_update_when_asked
 from data_loaders.pipelines import model_input, patch_batches, patch_queue, regions_array, subject_spacing
 from data_loaders.site import SiteData, load_site
@@ -24,7 +25,7 @@ from fedtumor.losses import build_loss
 from fedtumor.model import build_model
 from fedtumor.training import VolumeCase, evaluate_cases, mean_loss, resolve_device, train_epochs
 from strategies.client_hooks import REPORT_LOSS_BEFORE_KEY, ClientHooks
-from strategies.recording import SITE_RECORD_KEY
+from strategies.recording import MANIFEST_KEY, SITE_RECORD_KEY
 from strategies.registry import client_hooks_for
 
 DATA_ERROR_CODE = 100  # an application error code, outside Flower's own range
@@ -60,7 +61,7 @@ def _reply(message: Message, site: SiteData, arrays: ArrayRecord | None, metrics
     content = RecordDict(
         {
             "metrics": MetricRecord(metrics),
-            SITE_RECORD_KEY: ConfigRecord({"site-id": site.site_id}),
+            SITE_RECORD_KEY: ConfigRecord({"site-id": site.site_id, MANIFEST_KEY: site.manifest_sha256}),
         }
     )
     if arrays is not None:
@@ -129,7 +130,9 @@ def train(message: Message, context: Context) -> Message:
     if probe is not None:
         metrics["loss-before"] = loss_before
         metrics["loss-after"] = mean_loss(model, probe, loss_fn, device)
-    return _reply(message, site, hooks.reply_arrays(model.cpu(), stats.num_steps, lr), metrics)
+    arrays = hooks.reply_arrays(model.cpu(), stats.num_steps, lr)
+    arrays, metrics = inject_fault(config, site.site_id, server_round, arrays, metrics, message.content["arrays"])
+    return _reply(message, site, arrays, metrics)
 
 
 @app.evaluate()

@@ -142,6 +142,93 @@ def predict(
     console.print(f"wrote {path}")
 
 
+def _baseline_setup(run_config: str, sites: int | None, torch_threads: int, kind: str):
+    """(config, number of sites, run folder) for a baseline, read exactly as a federation reads them."""
+    import datetime as dt
+
+    import torch
+
+    from baselines.run_config import app_run_config
+    from baselines.sites import number_of_sites
+    from fedtumor.config import resolve_output_dir
+
+    config = app_run_config(run_config)
+    n_sites = number_of_sites(config, sites)
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+    run_name = config.run_name or f"{kind}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
+    return config, n_sites, resolve_output_dir(config) / run_name
+
+
+def _baseline_progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    )
+
+
+def _print_final(kind: str, summary: dict, run_dir: Path) -> None:
+    final = summary["final"]
+    console.print(
+        f"{kind}: {summary['rounds']} rounds x {summary['epochs_per_round']} epochs in {summary['wall_time_s']:.1f}s; "
+        f"held-out Dice ET {final['dice_et']:.3f} TC {final['dice_tc']:.3f} WT {final['dice_wt']:.3f}; "
+        f"results in {run_dir}"
+    )
+
+
+_RUN_CONFIG_HELP = "Overrides of pyproject's [tool.flwr.app.config], as for `flwr run --run-config`."
+_SITES_HELP = "Sites of a synthetic cohort (a simulation's num-supernodes); read from the partition CSV with data-dir."
+_THREADS_HELP = "PyTorch threads for this process (0: PyTorch's default, every core)."
+
+
+@app.command()
+def centralized(
+    run_config: str = typer.Option("", "--run-config", help=_RUN_CONFIG_HELP),
+    sites: int = typer.Option(None, "--sites", min=1, help=_SITES_HELP),
+    torch_threads: int = typer.Option(0, "--torch-threads", min=0, help=_THREADS_HELP),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Pooled-data baseline: one model on every site's training subjects, same budget as the federation."""
+    from baselines.centralized import run_centralized
+
+    try:
+        config, n_sites, run_dir = _baseline_setup(run_config, sites, torch_threads, "centralized")
+        with _baseline_progress() if progress else _no_progress() as bars:
+            summary = run_centralized(config, n_sites, run_dir, bars)
+    except (DataError, ConfigError, FileExistsError) as exc:
+        fail(str(exc))
+    _print_final("centralized", summary, run_dir)
+
+
+@app.command()
+def local(
+    run_config: str = typer.Option("", "--run-config", help=_RUN_CONFIG_HELP),
+    sites: int = typer.Option(None, "--sites", min=1, help=_SITES_HELP),
+    only: list[str] = typer.Option(None, "--only", help="Train only this site (repeatable), e.g. --only site-3."),
+    torch_threads: int = typer.Option(0, "--torch-threads", min=0, help=_THREADS_HELP),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Local-only baselines: one model per site on its own data, same budget as in the federation."""
+    from baselines.local import run_local
+
+    try:
+        config, n_sites, run_dir = _baseline_setup(run_config, sites, torch_threads, "local")
+        with _baseline_progress() if progress else _no_progress() as bars:
+            summary = run_local(config, n_sites, run_dir, bars, only_sites=only or None)
+    except (DataError, ConfigError, FileExistsError, ValueError) as exc:
+        fail(str(exc))
+    _print_final("mean local model", summary, run_dir)
+    for site, final in summary["per_site_final"].items():
+        console.print(f"  {site}: Dice ET {final['dice_et']:.3f} TC {final['dice_tc']:.3f} WT {final['dice_wt']:.3f}")
+
+
+def _no_progress():
+    import contextlib
+
+    return contextlib.nullcontext(None)
+
+
 @app.command()
 def certs(
     out: Path = typer.Option(..., "--out", help="Folder for ca.crt, ca.key, server.pem, server.key."),
@@ -180,9 +267,7 @@ def node_key(
     console.print(f"wrote {files.public_key}: send it to the coordinating centre (flwr supernode register)")
 
 
-audit_app = typer.Typer(
-    help="Audit a run: check its hash-chained audit log, hash a site's data.", no_args_is_help=True
-)
+audit_app = typer.Typer(help="Audit a run: check its hash-chained audit log, hash a site's data.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 
 

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
+import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context
 from flwr.common.logger import FLOWER_LOGGER as log
 from flwr.serverapp import Grid, ServerApp
 
 from data_loaders.site import ensure_synthetic_cohort, load_heldout
+from fedtumor.audit import SUMMARY_HEAD_KEY, AuditLog
 from fedtumor.checkpoint import save_checkpoint
-from fedtumor.config import load_run_config, resolve_output_dir
+from fedtumor.config import load_run_config
 from fedtumor.errors import ConfigError, DataError
 from fedtumor.model import build_model
 from fedtumor.plots import draw_run_plots
-from fedtumor.results import RunWriter
+from fedtumor.results import CONFIG_FILE, RunWriter
+from fedtumor.resume import ResumeState, check_resume, restore_rng_state
+from fedtumor.run_folder import run_dir_for
 from fedtumor.simulated_time import SiteProfiles
 from server_app.evaluation import HeldoutEvaluator
+from server_app.round_close import RoundClose
 from server_app.study import StudyRecorder
 from strategies.privacy import with_client_level_dp
 from strategies.registry import build_strategy
@@ -45,7 +52,12 @@ def main(grid: Grid, context: Context) -> None:
         config = load_run_config(context.run_config)
         strategy = with_client_level_dp(build_strategy(config), config)  # unchanged when DP is off
         profiles = SiteProfiles.from_setting(config.site_profiles)  # simulated time of each site
+        resumed = check_resume(config) if config.resume else None
+        run_name = config.run_name or f"{config.strategy}-{datetime.now(UTC):%Y%m%d-%H%M%S}-run{context.run_id}"
+        run_dir = run_dir_for(config, run_name)
         n_nodes = _wait_for_nodes(grid, config.min_available_nodes)
+        if resumed is not None:
+            _check_same_federation(run_dir, n_nodes)
         ensure_synthetic_cohort(config, n_nodes)  # no-op when data-dir is set
         heldout = load_heldout(config, n_nodes) if config.server_eval else []
     except (ConfigError, DataError) as exc:
@@ -53,9 +65,8 @@ def main(grid: Grid, context: Context) -> None:
         log.error("fedtumor: %s", exc)
         raise
 
-    run_name = config.run_name or f"{config.strategy}-{datetime.now(UTC):%Y%m%d-%H%M%S}-run{context.run_id}"
-    writer = RunWriter(resolve_output_dir(config) / run_name)
-    writer.write_config({**config.to_run_config(), "num-nodes": n_nodes, "run-id": context.run_id})
+    writer = RunWriter(run_dir, exist_ok=resumed is not None)
+    audit = AuditLog(run_dir)
     recorder = StudyRecorder(writer, profiles)
     strategy.reply_listener = recorder.on_site_reply
     strategy.site_profiles = profiles  # collaborator selectors see each site's profile
@@ -63,23 +74,54 @@ def main(grid: Grid, context: Context) -> None:
     torch.manual_seed(config.seed)  # the same seed gives the same initial global model
     model = build_model(config.model, config.base_filters)
     evaluator = HeldoutEvaluator(config, heldout, writer, recorder) if heldout else None
+    if resumed is None:
+        writer.write_config({**config.to_run_config(), "num-nodes": n_nodes, "run-id": context.run_id})
+        audit.append("run-start", run_id=context.run_id, num_nodes=n_nodes, config=config.to_run_config())
+        initial_arrays, offset = ArrayRecord(model.state_dict()), 0
+    else:
+        initial_arrays, offset = _resume(resumed, config, strategy, writer, recorder, evaluator)
+        audit.append(
+            "resume",
+            run_id=context.run_id,
+            from_round=offset,
+            model_sha256=resumed.model_sha256,
+            config=config.to_run_config(),
+        )
+    close = RoundClose(
+        strategy,
+        writer,
+        recorder,
+        audit,
+        evaluate=evaluator.evaluate if evaluator else lambda server_round, arrays: recorder.check_round(server_round),
+        extra_state=lambda: {"best_mean_dice": evaluator.best_mean_dice if evaluator else None},
+        round_offset=offset,
+    )
     log.info("fedtumor: %d nodes, %d held-out test subjects, results in %s", n_nodes, len(heldout), writer.run_dir)
 
-    result = strategy.start(
-        grid=grid,
-        initial_arrays=ArrayRecord(model.state_dict()),
-        num_rounds=config.num_server_rounds,
-        timeout=config.round_timeout_s,
-        train_config=ConfigRecord({"learning-rate": config.learning_rate, "local-epochs": config.local_epochs}),
-        evaluate_fn=evaluator.evaluate if evaluator else recorder.check_round,
-    )
+    try:
+        strategy.start(
+            grid=grid,
+            initial_arrays=initial_arrays,
+            num_rounds=config.num_server_rounds - offset,
+            timeout=config.round_timeout_s,
+            train_config=ConfigRecord({"learning-rate": config.learning_rate, "local-epochs": config.local_epochs}),
+            evaluate_fn=close,
+        )
+    except Exception as exc:
+        # The log says why the run stopped (e.g. too few sites replied); its last round is resumable.
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        audit.append("run-failed", last_completed_round=close.last_round, reason=reason)
+        log.error("fedtumor: run stopped after round %s: %s", close.last_round, reason)
+        raise
 
-    for server_round, metrics in result.evaluate_metrics_clientapp.items():
-        writer.add_metrics(round=server_round, scope="global", split="val", metrics=_plain(metrics))
-    save_checkpoint(writer.model_path("final_model.pt"), result.arrays.to_torch_state_dict(), config)
+    final_state = {key: torch.from_numpy(value) for key, value in close.last_arrays.items()}
+    save_checkpoint(writer.model_path("final_model.pt"), final_state, config, close.last_round)
+    head = audit.append("run-end", final_round=close.last_round, model_sha256=close.last_model_sha256)
     summary = recorder.summary(
         config, n_nodes, wall_time_s=time.perf_counter() - started, strategy_parameters=strategy.plugin_parameters
     )
+    summary["resumed_from_round"] = offset or None
+    summary[SUMMARY_HEAD_KEY] = head
     writer.write_summary(summary)
     draw_run_plots(writer.run_dir)
     log.info(
@@ -90,5 +132,25 @@ def main(grid: Grid, context: Context) -> None:
     )
 
 
-def _plain(metrics: MetricRecord) -> dict[str, float]:
-    return {key: float(value) for key, value in metrics.items() if isinstance(value, (int, float))}
+def _check_same_federation(run_dir: Path, n_nodes: int) -> None:
+    """The synthetic cohort and the site split depend on the number of sites: it must not change."""
+    saved = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))["config"].get("num-nodes")
+    if saved is not None and saved != n_nodes:
+        raise ConfigError(
+            f"run-config key 'resume': the run in {run_dir} had {saved} sites, this federation has {n_nodes} "
+            "(use the same number of SuperNodes)"
+        )
+
+
+def _resume(resumed: ResumeState, config, strategy, writer: RunWriter, recorder: StudyRecorder, evaluator):
+    """Restore what the interrupted run had after its last completed round; (global arrays, rounds done)."""
+    writer.drop_rounds_after(resumed.round)  # rows of the unfinished round are written again
+    strategy.load_state_dict(resumed.strategy)
+    strategy.round_offset = resumed.round
+    recorder.load_state_dict(resumed.recorder.get("study", {}))
+    if evaluator is not None and resumed.recorder.get("best_mean_dice") is not None:
+        evaluator.best_mean_dice = float(resumed.recorder["best_mean_dice"])
+    restore_rng_state(resumed.rng)
+    log.info("fedtumor: resuming %s after round %d of %d", writer.run_dir, resumed.round, config.num_server_rounds)
+    arrays = ArrayRecord({key: Array(np.ascontiguousarray(value)) for key, value in resumed.arrays.items()})
+    return arrays, resumed.round

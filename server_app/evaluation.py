@@ -41,7 +41,7 @@ class HeldoutEvaluator:
         self.recorder.record_test(server_round, means)
         if server_round >= 1 and mean_dice(means) > self.best_mean_dice:
             self.best_mean_dice = mean_dice(means)
-            save_checkpoint(self.writer.model_path("best_model.pt"), state, self.config)
+            save_checkpoint(self.writer.model_path("best_model.pt"), state, self.config, server_round)
         if server_round == self.config.num_server_rounds:
             self.writer.write_overlay_case(
                 subject_id=overlay_case.subject_id,

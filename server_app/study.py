@@ -42,12 +42,26 @@ class StudyRecorder:
         self.failures: list[dict] = []
         self.test_history: dict[int, dict[str, float]] = {}
         self.sites: dict[str, float] = {}
+        self.manifests: dict[str, list[str]] = {}  # site -> data-manifest hashes seen (one, unless its data changed)
+        self.round_replies: dict[tuple[int, str], list[SiteReply]] = defaultdict(list)  # for the audit log
 
     def on_site_reply(self, reply: SiteReply) -> None:
+        self.round_replies[(reply.server_round, reply.phase)].append(reply)
+        if reply.data_manifest_sha256:
+            seen = self.manifests.setdefault(reply.site_id, [])
+            if reply.data_manifest_sha256 not in seen:
+                if seen:
+                    log.warning("%s: its data manifest changed during the run", reply.site_id)
+                seen.append(reply.data_manifest_sha256)
         if reply.error is not None:
-            log.warning("round %d %s: %s failed: %s", reply.server_round, reply.phase, reply.site_id, reply.error)
             self.failures.append(
-                {"round": reply.server_round, "phase": reply.phase, "node_id": reply.node_id, "error": reply.error}
+                {
+                    "round": reply.server_round,
+                    "phase": reply.phase,
+                    "node_id": reply.node_id,
+                    "site": reply.site_id,
+                    "error": reply.error,
+                }
             )
             return
         self.successes[(reply.server_round, reply.phase)].append(reply.site_id)
@@ -89,6 +103,25 @@ class StudyRecorder:
     def record_test(self, server_round: int, metrics: dict[str, float]) -> None:
         self.test_history[server_round] = metrics
 
+    # -- resume: what the summary needs from rounds run before the interruption
+    def state_dict(self) -> dict:
+        return {
+            "test_history": {str(r): m for r, m in self.test_history.items()},
+            "sites": dict(self.sites),
+            "failures": list(self.failures),
+            "manifests": {site: list(hashes) for site, hashes in self.manifests.items()},
+            "round_seconds": {str(r): s for r, s in self.round_seconds.items()},
+            "round_end_s": {str(r): s for r, s in self.round_end_s.items()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.test_history = {int(r): dict(m) for r, m in state.get("test_history", {}).items()}
+        self.sites = dict(state.get("sites", {}))
+        self.failures = list(state.get("failures", []))
+        self.manifests = {site: list(hashes) for site, hashes in state.get("manifests", {}).items()}
+        self.round_seconds = {int(r): float(s) for r, s in state.get("round_seconds", {}).items()}
+        self.round_end_s = {int(r): float(s) for r, s in state.get("round_end_s", {}).items()}
+
     def summary(self, config: RunConfig, n_nodes: int, wall_time_s: float, strategy_parameters: dict) -> dict:
         summary: dict = {
             "strategy": config.strategy,
@@ -98,6 +131,7 @@ class StudyRecorder:
             "num_nodes": n_nodes,
             "sites": dict(sorted(self.sites.items())),
             "failed_replies": self.failures,
+            "data_manifests": {site: hashes[-1] for site, hashes in sorted(self.manifests.items())},
             "differential_privacy": privacy_summary(config),
         }
         if self.test_history:

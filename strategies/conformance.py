@@ -163,7 +163,10 @@ class Harness:
 
     def strategy(self) -> tuple[Strategy, list[SiteReply]]:
         """A fresh strategy, built the way the ServerApp builds it, and the replies its listener is told of."""
-        config = RunConfig(strategy=self.plugin.name, learning_rate=LEARNING_RATE, min_available_nodes=2)
+        # min-train-replies 1: the checks aggregate chosen subsets of replies; the run's minimum is not under test.
+        config = RunConfig(
+            strategy=self.plugin.name, learning_rate=LEARNING_RATE, min_available_nodes=2, min_train_replies=1
+        )
         strategy = build_strategy(config, self.registry)
         events: list[SiteReply] = []
         strategy.reply_listener = events.append

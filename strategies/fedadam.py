@@ -14,6 +14,13 @@ class FedAdam(FedTumorStrategy, FlowerFedAdam):
     float32 model into float64; the next round every site's float32 reply would be rejected.
     """
 
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "m_t": self.m_t, "v_t": self.v_t}
+
+    def load_state_dict(self, state) -> None:
+        super().load_state_dict(state)
+        self.m_t, self.v_t = state.get("m_t"), state.get("v_t")
+
     def aggregate_train(self, server_round, replies):
         arrays, metrics = super().aggregate_train(server_round, replies)
         sent = self._sent_arrays

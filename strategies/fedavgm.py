@@ -1,5 +1,6 @@
 """FedAvgM (Hsu et al. 2019): FedAvg with server-side momentum on the averaged update."""
 
+import numpy as np
 from flwr.serverapp.strategy import FedAvgM as FlowerFedAvgM
 
 from strategies.base import FedTumorStrategy
@@ -7,7 +8,16 @@ from strategies.plugin import FlowerStrategyPlugin, Parameter
 
 
 class FedAvgM(FedTumorStrategy, FlowerFedAvgM):
-    """Flower's FedAvgM behind fedtumor's reply checks."""
+    """Flower's FedAvgM behind fedtumor's reply checks; the momentum survives a resume."""
+
+    def state_dict(self) -> dict:
+        momentum = None if self.momentum_vector is None else list(self.momentum_vector)
+        return {**super().state_dict(), "momentum_vector": momentum}
+
+    def load_state_dict(self, state) -> None:
+        super().load_state_dict(state)
+        momentum = state.get("momentum_vector")
+        self.momentum_vector = None if momentum is None else [np.asarray(array) for array in momentum]
 
 
 class FedAvgMPlugin(FlowerStrategyPlugin):

@@ -81,6 +81,14 @@ class FedPIDAvg(FedTumorStrategy, FlowerFedPIDAvg):
     def hook_config(self, server_round: int) -> dict:
         return {**super().hook_config(server_round), REPORT_LOSS_BEFORE_KEY: True}
 
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "loss_history": {site: list(h) for site, h in self.loss_history.items()}}
+
+    def load_state_dict(self, state) -> None:
+        super().load_state_dict(state)
+        history = state.get("loss_history", {})
+        self.loss_history = {site: deque(losses, maxlen=self.window) for site, losses in history.items()}
+
 
 class FedPIDAvgPlugin(FlowerStrategyPlugin):
     name = "fedpidavg"

@@ -7,7 +7,14 @@ from strategies.plugin import FlowerStrategyPlugin, Parameter
 
 
 class FedYogi(FedTumorStrategy, FlowerFedYogi):
-    """Flower's FedYogi behind fedtumor's reply checks."""
+    """Flower's FedYogi behind fedtumor's reply checks; its moments survive a resume."""
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "m_t": self.m_t, "v_t": self.v_t}
+
+    def load_state_dict(self, state) -> None:
+        super().load_state_dict(state)
+        self.m_t, self.v_t = state.get("m_t"), state.get("v_t")
 
 
 class FedYogiPlugin(FlowerStrategyPlugin):

@@ -358,6 +358,9 @@ def _int_or_none(value: float | None) -> int | None:
     return int(value) if value is not None else None
 
 
+_ROUND_NODE_FIELDS = ("train", "evaluate", "failed", "simulated_s")
+
+
 class FetsLedger:
     """Per-strategy record of the sites and rounds; the mixin in ``strategies/base.py`` feeds it."""
 
@@ -398,9 +401,35 @@ class FetsLedger:
         self.rounds[server_round] = RoundRecord(server_round, tuple(offered), tuple(chosen), dict(hyperparameters))
         return chosen
 
+    # -- resume (fedtumor/resume.py): plain values only; profiles are re-read from the run's profiles
+    def state_dict(self) -> dict[str, Any]:
+        sites = [{**dataclasses.asdict(site), "profile": None} for site in self.sites.values()]
+        rounds = [dataclasses.asdict(record) for record in self.rounds.values()]
+        return {"sites": sites, "rounds": rounds}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Sites keep their old node ids until they reply again (a new run draws new node ids)."""
+        self.sites = {int(s["node_id"]): SiteInfo(**s) for s in state.get("sites", [])}
+        self.rounds = {}
+        for record in state.get("rounds", []):
+            by_node = {name: {int(k): v for k, v in record[name].items()} for name in _ROUND_NODE_FIELDS}
+            self.rounds[int(record["server_round"])] = RoundRecord(
+                **{**record, **by_node, "offered": tuple(record["offered"]), "selected": tuple(record["selected"])}
+            )
+
+    def _known_site(self, node_id: int, site_id: str) -> SiteInfo:
+        """The node's record; a site first seen under another node id (a resumed run) moves over."""
+        site = self.site(node_id)
+        if site.site_id is None:
+            moved = next((s for s in self.sites.values() if s.site_id == site_id and s.node_id != node_id), None)
+            if moved is not None:
+                del self.sites[moved.node_id]
+                site = dataclasses.replace(moved, node_id=node_id)
+        return site
+
     def learn(self, reply: SiteReply, profiles: SiteProfiles | None = None) -> None:
         """Update the node's :class:`SiteInfo` (and the round's record) from one reply."""
-        site = self.site(reply.node_id)
+        site = self.site(reply.node_id) if reply.error is not None else self._known_site(reply.node_id, reply.site_id)
         record = self.rounds.get(reply.server_round)
         if reply.error is not None:
             self.sites[reply.node_id] = dataclasses.replace(site, failures=site.failures + 1, last_error=reply.error)

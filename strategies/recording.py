@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from flwr.app import ArrayRecord, Message
 
-SITE_RECORD_KEY = "site"  # ConfigRecord in each reply: {"site-id": "..."}
+SITE_RECORD_KEY = "site"  # ConfigRecord in each reply: {"site-id": "...", "data-manifest-sha256": "..."}
+MANIFEST_KEY = "data-manifest-sha256"  # data_loaders/manifest.py: hash of the site's files
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class SiteReply:
     # mixin) and the arrays it sent back (sum of array sizes, all ArrayRecords of the reply).
     download_bytes: int = 0
     upload_bytes: int = 0
+    update_norm: float | None = None  # L2 norm of reply minus global model (train; set by the strategy mixin)
+    data_manifest_sha256: str | None = None
 
 
 SiteReplyListener = Callable[[SiteReply], None]
@@ -52,8 +55,11 @@ def describe_reply(server_round: int, phase: str, message: Message) -> SiteReply
     content = message.content
     site = content.config_records.get(SITE_RECORD_KEY)
     site_id = str(site["site-id"]) if site and "site-id" in site else f"node-{node_id}"
+    manifest = str(site[MANIFEST_KEY]) if site and site.get(MANIFEST_KEY) else None
     metrics: dict[str, float] = {}
     for record in content.metric_records.values():
         metrics.update({k: float(v) for k, v in record.items() if isinstance(v, (int, float))})
     upload_bytes = sum(array_record_bytes(record) for record in content.array_records.values())
-    return SiteReply(server_round, phase, node_id, site_id, metrics, upload_bytes=upload_bytes)
+    return SiteReply(
+        server_round, phase, node_id, site_id, metrics, upload_bytes=upload_bytes, data_manifest_sha256=manifest
+    )

@@ -106,6 +106,9 @@ def build_strategy(config: RunConfig, registry: Registry | None = None) -> Strat
         hyperparameters_from_spec(config.round_hyperparameters) or plugin.round_hyperparameters
     )
     strategy.selection_seed = config.seed
+    # Reliability (docs/reliability.md): a round needs this many sound updates; optional update-norm bound.
+    strategy.min_train_replies = config.min_train_replies or config.min_available_nodes
+    strategy.max_update_norm = config.max_update_norm
     return strategy
 
 

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from flwr.app import ArrayRecord, Message
 
-from strategies.array_views import all_finite
+from strategies.array_views import all_finite, array_view
 
 WEIGHT_KEY = "num-examples"
+
+
+def _is_positive_integer(value: object) -> bool:
+    """An int >= 1, or a float holding one (Flower's MetricRecord may carry counts as floats)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return value >= 1
+    return isinstance(value, float) and math.isfinite(value) and value.is_integer() and value >= 1
 
 
 def reply_problem(message: Message, sent: ArrayRecord | None, extra_prefixes: tuple[str, ...] = ()) -> str | None:
@@ -16,18 +26,20 @@ def reply_problem(message: Message, sent: ArrayRecord | None, extra_prefixes: tu
 
     Arrays must be a subset of the global model's, with the same shapes and dtypes (plus
     keys under ``extra_prefixes`` a strategy asked for), and finite; ``num-examples`` must
-    be a positive number.
+    be a positive integer.
     """
     content = message.content
     records = list(content.array_records.values())
     if len(records) != 1:
         return f"expected one ArrayRecord, got {len(records)}"
+    if len(records[0]) == 0:
+        return "the ArrayRecord holds no arrays"
     metrics = list(content.metric_records.values())
     if len(metrics) != 1 or WEIGHT_KEY not in metrics[0]:
         return f"missing '{WEIGHT_KEY}' in the reply's MetricRecord"
     weight = metrics[0][WEIGHT_KEY]
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight <= 0:
-        return f"'{WEIGHT_KEY}' must be a positive number, got {weight!r}"
+    if not _is_positive_integer(weight):
+        return f"'{WEIGHT_KEY}' must be a positive integer, got {weight!r}"
     for key, array in records[0].items():
         if sent is not None and key in sent:
             expected = sent[key]
@@ -39,4 +51,23 @@ def reply_problem(message: Message, sent: ArrayRecord | None, extra_prefixes: tu
             return f"array {key!r} is not in the global model"
         if not all_finite(array):
             return f"array {key!r} has NaN or Inf values"
+    return None
+
+
+def update_norm(message: Message, sent: ArrayRecord) -> float:
+    """L2 norm of (reply - global model) over the global model's floating-point arrays in a sound reply."""
+    record = next(iter(message.content.array_records.values()))
+    total = 0.0
+    for key, array in record.items():
+        if key not in sent or not np.issubdtype(np.dtype(array.dtype), np.floating):
+            continue
+        difference = array_view(array).astype(np.float64) - array_view(sent[key])
+        total += float(np.dot(difference.ravel(), difference.ravel()))
+    return math.sqrt(total)
+
+
+def norm_problem(norm: float, bound: float) -> str | None:
+    """Why an update is too long for the ``max-update-norm`` bound (0 = no bound), or None."""
+    if bound > 0 and norm > bound:
+        return f"update norm {norm:.4g} exceeds max-update-norm {bound:.4g}"
     return None

@@ -118,6 +118,14 @@ class Scaffold(FedTumorStrategy, FlowerScaffold):
 
     extra_reply_prefixes = (DELTA_PREFIX,)
 
+    def state_dict(self) -> dict:
+        """The server's control variate c; the sites' c_i live in their own context.state."""
+        return {**super().state_dict(), "control": dict(self.control)}
+
+    def load_state_dict(self, state) -> None:
+        super().load_state_dict(state)
+        self.control = {key: np.asarray(value) for key, value in state.get("control", {}).items()}
+
 
 def _tensors(record: ArrayRecord | None) -> Mapping[str, torch.Tensor]:
     return record.to_torch_state_dict() if record is not None else {}

@@ -39,8 +39,10 @@ def test_sound_reply_passes_and_a_subset_of_keys_is_allowed():
         ({**good_arrays(), "b": np.ones(3, np.float64)}, None, "'b' has dtype float64"),
         ({**good_arrays(), "extra": np.ones(1, np.float32)}, None, "'extra' is not in the global model"),
         (good_arrays(), {"loss": 0.1}, "missing 'num-examples'"),
-        (good_arrays(), {"num-examples": 0}, "positive number, got 0"),
-        (good_arrays(), {"num-examples": float("nan")}, "positive number"),
+        (good_arrays(), {"num-examples": 0}, "positive integer, got 0"),
+        (good_arrays(), {"num-examples": 2.5}, "positive integer, got 2.5"),
+        (good_arrays(), {"num-examples": float("nan")}, "positive integer"),
+        ({}, None, "holds no arrays"),
     ],
 )
 def test_unsound_replies_are_named(arrays, metrics, reason):
@@ -52,3 +54,12 @@ def test_unsound_replies_are_named(arrays, metrics, reason):
 def test_extra_prefixes_allow_strategy_arrays():
     arrays = {**good_arrays(), "control/w": np.ones((2, 3), np.float32)}
     assert reply_problem(train_reply(arrays), GLOBAL, extra_prefixes=("control/",)) is None
+
+
+def test_update_norm_is_the_length_of_reply_minus_global_and_the_bound_rejects_long_updates():
+    from strategies.reply_checks import norm_problem, update_norm
+
+    reply = train_reply({"w": np.full((2, 3), 2.0, np.float32), "b": np.zeros(3, np.float32)})
+    assert update_norm(reply, GLOBAL) == pytest.approx(np.sqrt(6 * 4.0))
+    assert norm_problem(4.9, 5.0) is None and norm_problem(4.9, 0.0) is None
+    assert norm_problem(5.1, 5.0) == "update norm 5.1 exceeds max-update-norm 5"

@@ -1,0 +1,134 @@
+"""What happens when a round is over: evaluate, write the audit entry, save the resume state.
+
+Flower calls ``evaluate_fn(round, arrays)`` after each round's training and federated
+evaluation (and once with round 0 before the first). :class:`RoundClose` is that function:
+it runs the held-out evaluation (or only the round check), then appends the round's entry
+to ``audit.jsonl`` and only then replaces ``resume_state.pt``, so a resume never skips a
+round the log lacks. Flower numbers a resumed run's rounds from 1 again; ``round_offset``
+maps them back to the study's rounds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from flwr.app import ArrayRecord, MetricRecord
+from flwr.common.logger import FLOWER_LOGGER as log
+
+from fedtumor.audit import AuditLog, model_sha256
+from fedtumor.results import GLOBAL_SCOPE, RunWriter
+from fedtumor.resume import ResumeState, rng_state, save_resume_state
+from server_app.study import StudyRecorder
+
+MANIFESTS_FILE = "data_manifests.json"
+
+
+def plain_metrics(metrics: MetricRecord | dict | None) -> dict[str, float]:
+    return {key: float(value) for key, value in (metrics or {}).items() if isinstance(value, (int, float))}
+
+
+class RoundClose:
+    """``evaluate_fn`` for ``Strategy.start``; keeps the last global model for the final save."""
+
+    def __init__(
+        self,
+        strategy,
+        writer: RunWriter,
+        recorder: StudyRecorder,
+        audit: AuditLog,
+        evaluate: Callable[[int, ArrayRecord], MetricRecord | None],
+        extra_state: Callable[[], dict],
+        round_offset: int = 0,
+    ):
+        self.strategy = strategy
+        self.writer = writer
+        self.recorder = recorder
+        self.audit = audit
+        self.evaluate = evaluate
+        self.extra_state = extra_state  # e.g. the evaluator's best score so far
+        self.round_offset = round_offset
+        self.last_round: int | None = None
+        self.last_arrays: dict[str, np.ndarray] | None = None
+        self.last_model_sha256: str | None = None
+
+    def __call__(self, flower_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        if flower_round == 0 and self.round_offset > 0:
+            return None  # a resumed run: round 0 is the checkpoint, already evaluated and logged
+        server_round = flower_round + self.round_offset
+        metrics = self.evaluate(server_round, arrays)
+        numpy_arrays = {key: array.numpy() for key, array in arrays.items()}
+        sha256 = model_sha256(numpy_arrays)
+        self._write_global_validation(server_round)
+        self.audit.append("round", round=server_round, model_sha256=sha256, **self.round_entry(server_round, metrics))
+        self._write_manifests()
+        save_resume_state(
+            self.writer.run_dir,
+            ResumeState(
+                round=server_round,
+                arrays=numpy_arrays,
+                strategy=self.strategy.state_dict(),
+                recorder={"study": self.recorder.state_dict(), **self.extra_state()},
+                rng=rng_state(),
+                model_sha256=sha256,
+            ),
+        )
+        self.last_round, self.last_arrays, self.last_model_sha256 = server_round, numpy_arrays, sha256
+        log.info("round %d closed: model sha256 %s…, resume state saved", server_round, sha256[:12])
+        return metrics
+
+    def _write_global_validation(self, server_round: int) -> None:
+        aggregated = self.strategy.round_plans.get((server_round, "evaluate"), {}).get("aggregated")
+        if aggregated:
+            self.writer.add_metrics(round=server_round, scope=GLOBAL_SCOPE, split="val", metrics=aggregated)
+
+    def round_entry(self, server_round: int, test_metrics: MetricRecord | None) -> dict:
+        """Who was asked, who answered with what, who was rejected or failed and why, the config sent."""
+        entry: dict = {}
+        for phase in ("train", "evaluate"):
+            plan = self.strategy.round_plans.get((server_round, phase))
+            if plan is None:
+                continue
+            replies = self.recorder.round_replies.get((server_round, phase), [])
+            name = self.strategy.site_name
+            sound = [reply for reply in replies if reply.error is None]
+            section = {
+                "asked": sorted(name(node_id) for node_id in plan["asked"]),
+                "answered": sorted(
+                    {name(r.node_id) for r in replies if r.error is None or r.error.startswith("rejected")}
+                ),
+                "failed": {name(r.node_id): r.error for r in replies if r.error and not r.error.startswith("rejected")},
+                "config": plain_config(plan["config"]),
+            }
+            if phase == "train":
+                section["rejected"] = {
+                    name(r.node_id): r.error.removeprefix("rejected: ")
+                    for r in replies
+                    if r.error and r.error.startswith("rejected")
+                }
+                section["updates"] = {
+                    reply.site_id: {
+                        "num_examples": int(reply.metrics.get("num-examples", 0)),
+                        "update_norm": reply.update_norm,
+                        "data_manifest_sha256": reply.data_manifest_sha256,
+                    }
+                    for reply in sound
+                }
+            entry[phase] = section
+        if test_metrics is not None:
+            entry["heldout_test"] = plain_metrics(test_metrics)
+        return entry
+
+    def _write_manifests(self) -> None:
+        manifests = {
+            site: {"sha256": hashes[-1], "all_seen": hashes} for site, hashes in self.recorder.manifests.items()
+        }
+        if manifests:
+            self.writer.write_json(MANIFESTS_FILE, dict(sorted(manifests.items())))
+
+
+def plain_config(config) -> dict:
+    """A round's ConfigRecord as JSON values (numbers, strings, bools; lists kept)."""
+    return {
+        key: value if isinstance(value, (bool, int, float, str, list)) else str(value) for key, value in config.items()
+    }
