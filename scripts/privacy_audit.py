@@ -41,7 +41,7 @@ DELTA = 1e-5
 # Settings of the shipped audit: small enough for a 2-core machine, no augmentation and
 # several local epochs so that the undefended model can memorise (a fair test for the attack).
 DEFAULT_RUN_CONFIG = (
-    "patch-size=32 samples-per-volume=4 batch-size=2 augment=false local-epochs=3 val-fraction=0.5 "
+    "patch-size=32 samples-per-volume=3 batch-size=2 augment=false local-epochs=3 val-fraction=0.5 "
     "fraction-evaluate=0.0"
 )
 
@@ -257,10 +257,10 @@ def main() -> int:
         "--noise-multipliers", type=float, nargs="+", default=[0.0, 0.003, 0.03], help="0 trains without DP"
     )
     parser.add_argument("--clipping-norm", type=float, default=5.0, help="dp-clipping-norm of the DP runs")
-    parser.add_argument("--sites", type=int, default=4, help="simulated sites")
-    parser.add_argument("--subjects", type=int, default=32, help="synthetic subjects over all sites")
-    parser.add_argument("--test-subjects", type=int, default=6, help="held-out subjects for Dice")
-    parser.add_argument("--rounds", type=int, default=5, help="federated rounds")
+    parser.add_argument("--sites", type=int, default=3, help="simulated sites")
+    parser.add_argument("--subjects", type=int, default=24, help="synthetic subjects over all sites")
+    parser.add_argument("--test-subjects", type=int, default=4, help="held-out subjects for Dice")
+    parser.add_argument("--rounds", type=int, default=3, help="federated rounds")
     parser.add_argument("--seed", type=int, default=0, help="seed of the cohort and the runs")
     parser.add_argument("--run-config", default=DEFAULT_RUN_CONFIG, help="extra run-config overrides for every run")
     args = parser.parse_args()
