@@ -93,8 +93,12 @@ def stream_run(
     with subprocess.Popen(
         command, cwd=app_dir, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
     ) as proc:
-        for line in proc.stdout:
-            echo(line.rstrip("\n"))
-            if run_id is None and (match := RUN_ID_PATTERN.search(line)):
-                run_id = match.group(1)
+        try:
+            for line in proc.stdout:
+                echo(line.rstrip("\n"))
+                if run_id is None and (match := RUN_ID_PATTERN.search(line)):
+                    run_id = match.group(1)
+        except BaseException:
+            proc.kill()  # on Ctrl-C, do not wait for a log stream that only ends with the run
+            raise
     return run_id

@@ -27,7 +27,7 @@ from deployment.loopback import CONNECTION, LoopbackFederation
 from fedtumor.errors import ConfigError, DataError
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)  # paths stay whole, for people and parsers
 
 
 def _stop_on_sigterm(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
@@ -59,6 +59,10 @@ def run_local_federation(args: argparse.Namespace) -> int:
         f"num-server-rounds={args.rounds} min-available-nodes={args.sites} output-dir='{out_dir}' "
         f"run-name='{run_name}' data-dir='{workdir / 'coordinator'}' {args.run_config}"
     ).strip()
+    if args.workdir and workdir.exists() and any(workdir.iterdir()):
+        # It is deleted afterwards (unless --keep): never take over a folder that holds something.
+        console.print(f"[bold red]error:[/] --workdir {workdir} is not empty; give a new or empty folder")
+        return EXIT_BAD_INPUT
     if problem := validate_run_config(run_config):
         console.print(f"[bold red]error:[/] {problem}")
         if not args.workdir:
@@ -103,7 +107,7 @@ def run_local_federation(args: argparse.Namespace) -> int:
         )
         console.print(f"results: {out_dir / run_name}")
         return 0 if status == SUCCESS_STATUS else EXIT_FAILED
-    except (ConfigError, DataError) as exc:
+    except (ConfigError, DataError, ValueError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
         return EXIT_BAD_INPUT
     except RuntimeError as exc:
@@ -125,19 +129,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sites", type=int, default=2, help="hospitals, one SuperNode each (default 2)")
     parser.add_argument("--rounds", type=int, default=2, help="federated rounds (default 2)")
-    parser.add_argument("--subjects", type=int, default=12, help="training-side subjects over all sites (default 12)")
+    parser.add_argument("--subjects", type=int, default=12, help="subjects over all sites, 3+ a site (default 12)")
     parser.add_argument("--test-subjects", type=int, default=2, help="held-out test subjects (default 2)")
     parser.add_argument("--seed", type=int, default=0, help="synthetic cohort seed (default 0)")
     parser.add_argument("--out", type=Path, default=REPO / "outputs", help="results folder (default outputs/)")
     parser.add_argument("--run-name", default="", help="name of the run folder (default loopback-<time>)")
     parser.add_argument("--run-config", default="", help='more run-config overrides, e.g. "learning-rate=0.005"')
-    parser.add_argument("--workdir", type=Path, default=None, help="certificates, keys, logs (default: temporary)")
+    parser.add_argument("--workdir", type=Path, default=None, help="new folder for certificates, keys, logs")
     parser.add_argument("--keep", action="store_true", help="keep the working folder (logs) afterwards")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the run (default 3600)")
     parser.add_argument("--insecure", action="store_true", help="no TLS, no node authentication (prints a warning)")
     args = parser.parse_args(argv)
-    if args.sites < 1 or args.rounds < 1 or args.subjects < args.sites or args.test_subjects < 1:
-        parser.error("need --sites >= 1, --rounds >= 1, --subjects >= --sites and --test-subjects >= 1")
+    if args.sites < 1 or args.rounds < 1 or args.subjects < 3 * args.sites or args.test_subjects < 1:
+        # Three subjects per site: at least two to train on and one to validate with.
+        parser.error("need --sites >= 1, --rounds >= 1, --subjects >= 3 x --sites and --test-subjects >= 1")
     return args
 
 
