@@ -186,3 +186,8 @@ def subject_alternative_names(certificate: x509.Certificate) -> list[str]:
     except x509.ExtensionNotFound:
         return []
     return [str(name.value) for name in san]
+
+
+def fingerprint_sha256(certificate: x509.Certificate) -> str:
+    """The SHA-256 fingerprint as ``AA:BB:...``, the form ``openssl x509 -fingerprint -sha256`` prints."""
+    return ":".join(f"{byte:02X}" for byte in certificate.fingerprint(hashes.SHA256()))

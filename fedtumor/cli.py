@@ -250,6 +250,26 @@ def certs(
     console.print(f"wrote {files.ca_key}: keep it private, offline if you can")
 
 
+@app.command("cert-info")
+def cert_info(
+    certificate: Path = typer.Argument(..., help="A PEM certificate, e.g. the ca.crt the centre sent."),
+) -> None:
+    """Show a certificate's names, validity and SHA-256 fingerprint (compare it with the sender's)."""
+    from fedtumor.certs import fingerprint_sha256, read_certificate, subject_alternative_names
+
+    try:
+        cert = read_certificate(certificate)
+    except ConfigError as exc:
+        fail(str(exc))
+    console.print(f"subject: {cert.subject.rfc4514_string()}", soft_wrap=True)
+    console.print(f"issuer: {cert.issuer.rfc4514_string()}", soft_wrap=True)
+    console.print(f"valid for: {', '.join(subject_alternative_names(cert)) or '-'}", soft_wrap=True)
+    console.print(
+        f"valid from {cert.not_valid_before_utc:%Y-%m-%d %H:%M} to {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+    )
+    console.print(f"SHA-256 fingerprint: {fingerprint_sha256(cert)}", soft_wrap=True)
+
+
 @app.command("node-key")
 def node_key(
     name: str = typer.Option(..., "--name", help="The site's name, e.g. site-a."),

@@ -221,8 +221,45 @@ def test_every_run_folder_write_is_atomic(tmp_path):
 # ----------------------------------------------------------------------------- certificates (issue 5)
 
 
-# MALFORMED CERTIFICATE PATH: `fedtumor certs` (fedtumor/certs.py, issue 5) is being written in
-# parallel; its bad-input case belongs here and will be added with it.
-@pytest.mark.skip(reason="placeholder for issue 5: `fedtumor certs` with a malformed certificate path")
-def test_malformed_certificate_path_is_one_line_naming_the_path():
-    raise NotImplementedError
+def _certificate_is_a_key(tmp_path: Path) -> tuple[list[str], Path]:
+    from fedtumor.certs import make_superlink_certificates
+
+    files = make_superlink_certificates(tmp_path / "certs", ["localhost"])
+    return ["cert-info", str(files.ca_key)], files.ca_key  # the private key handed over as a certificate
+
+
+def _certificate_missing(tmp_path: Path) -> tuple[list[str], Path]:
+    path = tmp_path / "no-such-dir" / "ca.crt"
+    return ["cert-info", str(path)], path
+
+
+def _certs_out_is_a_file(tmp_path: Path) -> tuple[list[str], Path]:
+    path = tmp_path / "certs.txt"
+    path.write_text("keep me")
+    return ["certs", "--out", str(path), "--host", "localhost"], path
+
+
+def _certs_out_holds_a_ca(tmp_path: Path) -> tuple[list[str], Path]:
+    from fedtumor.certs import make_superlink_certificates
+
+    files = make_superlink_certificates(tmp_path / "certs", ["localhost"])
+    return ["certs", "--out", str(files.ca_cert.parent), "--host", "localhost"], files.ca_cert
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (_certificate_is_a_key, "not a PEM certificate"),
+        (_certificate_missing, "does not exist"),
+        (_certs_out_is_a_file, "is not a folder"),
+        (_certs_out_holds_a_ca, "already exists"),
+    ],
+)
+def test_malformed_certificate_path_is_one_line_naming_the_path(tmp_path, make, words):
+    args, culprit = make(tmp_path)
+    before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert words in result.output and str(culprit) in result.output
+    assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before
