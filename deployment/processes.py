@@ -27,6 +27,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def command_lines(*needles: str) -> dict[int, str]:
+    """pid -> command line of every other process whose command line contains all ``needles``."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        if cmdline and all(needle in cmdline for needle in needles):
+            found[int(entry.name)] = cmdline
+    return found
+
+
 def _proc_parents() -> dict[int, set[int]]:
     """pid -> the pids it counts as parents: its real parent and Flower's ``--parent-pid``."""
     parents: dict[int, set[int]] = {}

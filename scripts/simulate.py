@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from deployment.flwr_runs import SUCCESS_STATUS, run_status, stream_run, validate_run_config
-from deployment.processes import free_port
+from deployment.processes import command_lines, free_port
 
 
 def _echo(line: str) -> None:
@@ -37,25 +37,9 @@ def write_flwr_config(flwr_home: Path) -> None:
     )
 
 
-def processes_listening_on(control_port: int) -> list[int]:
-    """PIDs of the SuperLink this run started (found by its control-API address)."""
-    needle = f"127.0.0.1:{control_port}"
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if "flower-superlink" in cmdline and needle in cmdline:
-            pids.append(int(proc.name))
-    return pids
-
-
 def stop_superlink(control_port: int) -> None:
     """Stop the SuperLink and everything in its session (ServerApp, Ray, ClientApps)."""
-    for pid in processes_listening_on(control_port):
+    for pid in command_lines("flower-superlink", f"127.0.0.1:{control_port}"):
         try:
             pgid = os.getpgid(pid)
             os.killpg(pgid, signal.SIGTERM)

@@ -20,26 +20,13 @@ from data_loaders.site_folders import export_heldout_folder, export_site_folders
 from data_loaders.synthetic import generate_cohort
 from deployment.flwr_runs import SUCCESS_STATUS, stream_run, wait_for_run
 from deployment.loopback import CONNECTION, LoopbackFederation
-from deployment.processes import descendants
+from deployment.processes import command_lines, descendants
 from fedtumor.certs import make_superlink_certificates
 from fedtumor.node_keys import make_node_key
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = "patch-size=32 samples-per-volume=1 batch-size=1 base-filters=4"
 pytestmark = pytest.mark.e2e
-
-
-def processes_mentioning(text: str) -> list[str]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit() and int(proc.name) != os.getpid():
-            try:
-                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if text in cmdline:
-                found.append(cmdline)
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +75,7 @@ def live_federation(tmp_path_factory):
         results["tree_before_close"] = descendants(federation.superlink.pid)
     finally:
         federation.close()
-    results["left_over"] = processes_mentioning(str(root))
+    results["left_over"] = list(command_lines(str(root)).values())
     return results
 
 
@@ -159,7 +146,7 @@ def test_local_federation_script_end_to_end(tmp_path, script_env):
     assert summary["num_nodes"] == 2 and set(summary["sites"]) == {"site-1", "site-2"}
     assert (tmp_path / "work" / "keys" / "site-1.key").exists()  # node auth was on
     assert "https://" in (tmp_path / "work" / "logs" / "superlink.log").read_text()
-    assert processes_mentioning(str(tmp_path)) == []
+    assert list(command_lines(str(tmp_path)).values()) == []
 
 
 def test_local_federation_script_rejects_a_bad_key_before_starting_anything(tmp_path):
@@ -194,5 +181,5 @@ def test_ctrl_c_stops_every_process(tmp_path, script_env):
     output = "".join(seen) + rest
     assert process.returncode == 130, output[-3000:]
     assert "interrupted; stopping every process" in output
-    assert processes_mentioning(str(tmp_path)) == []
+    assert list(command_lines(str(tmp_path)).values()) == []
     assert not (tmp_path / "work").exists()  # the temporary keys and certificates are gone

@@ -18,23 +18,11 @@ import pytest
 from typer.testing import CliRunner
 
 from data_loaders.synthetic import generate_cohort
+from deployment.processes import command_lines
 from fedtumor.cli import app
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.e2e
-
-
-def flower_processes_under(path: Path) -> list[str]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if str(path) in cmdline:
-                found.append(cmdline)
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +71,7 @@ def test_run_completes_and_leaves_no_process(federation):
     completed = federation["completed"]
     assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
     assert "status finished:completed" in completed.stdout
-    assert flower_processes_under(federation["flwr_home"]) == []
+    assert list(command_lines(str(federation["flwr_home"])).values()) == []
 
 
 def test_run_folder_holds_config_metrics_summary_model_and_plots(federation):
