@@ -7,6 +7,7 @@ Missing data (no test split yet, no site metrics) gives a panel with a note, nev
 
 from __future__ import annotations
 
+import os
 import zipfile
 from pathlib import Path
 
@@ -56,7 +57,9 @@ def _note(ax: Axes, text: str) -> None:
 def _save(fig: Figure, out_png: Path | str) -> Path:
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=DPI)
+    temporary = out_png.with_name(f".{out_png.stem}.tmp{out_png.suffix}")  # a crash never leaves half a PNG
+    fig.savefig(temporary, dpi=DPI)
+    os.replace(temporary, out_png)
     return out_png
 
 

@@ -60,6 +60,7 @@ class RoundClose:
         numpy_arrays = {key: array.numpy() for key, array in arrays.items()}
         sha256 = model_sha256(numpy_arrays)
         self._write_global_validation(server_round)
+        self._name_failed_sites(server_round)
         self.audit.append("round", round=server_round, model_sha256=sha256, **self.round_entry(server_round, metrics))
         self._write_manifests()
         save_resume_state(
@@ -76,6 +77,12 @@ class RoundClose:
         self.last_round, self.last_arrays, self.last_model_sha256 = server_round, numpy_arrays, sha256
         log.info("round %d closed: model sha256 %s…, resume state saved", server_round, sha256[:12])
         return metrics
+
+    def _name_failed_sites(self, server_round: int) -> None:
+        """A node that failed before it ever replied is known by site id once it answers (e.g. evaluation)."""
+        for failure in self.recorder.failures:
+            if failure["round"] == server_round:
+                failure["site"] = self.strategy.site_name(failure["node_id"])
 
     def _write_global_validation(self, server_round: int) -> None:
         aggregated = self.strategy.round_plans.get((server_round, "evaluate"), {}).get("aggregated")

@@ -432,7 +432,9 @@ class FetsLedger:
         site = self.site(reply.node_id) if reply.error is not None else self._known_site(reply.node_id, reply.site_id)
         record = self.rounds.get(reply.server_round)
         if reply.error is not None:
-            self.sites[reply.node_id] = dataclasses.replace(site, failures=site.failures + 1, last_error=reply.error)
+            known = {"site_id": reply.site_id} if reply.site_id != f"node-{reply.node_id}" else {}  # rejected replies
+            site = dataclasses.replace(site, failures=site.failures + 1, last_error=reply.error, **known)
+            self.sites[reply.node_id] = site
             if record is not None:
                 record.failed[reply.node_id] = reply.error
             return
