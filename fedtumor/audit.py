@@ -181,7 +181,11 @@ def verify_run(run_dir: Path | str, model_files: tuple[str, ...] = ()) -> AuditR
         model_path = run_dir / name
         if not model_path.is_file():
             continue
-        saved_round, arrays = _saved_model_arrays(model_path)
+        try:
+            saved_round, arrays = _saved_model_arrays(model_path)
+        except Exception as exc:  # a model file the run wrote must load; one that does not was altered
+            problem = AuditProblem(0, f"{model_path} cannot be read ({type(exc).__name__}); altered or truncated")
+            return AuditReport(len(records), len(rounds), tuple(checked), problem)
         if saved_round is None or saved_round not in rounds:
             continue
         if model_sha256(arrays) != rounds[saved_round]["model_sha256"]:

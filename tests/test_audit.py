@@ -86,6 +86,13 @@ def test_a_replaced_model_file_is_named(run_dir):
     assert problem.line == 4 and "final_model.pt (round 2) does not match" in problem.reason
 
 
+def test_an_unreadable_model_file_is_named(run_dir):
+    path = run_dir / "final_model.pt"
+    path.write_bytes(path.read_bytes()[:100])
+    problem = verify_run(run_dir, model_files=("final_model.pt",)).problem
+    assert problem.line == 0 and f"{path} cannot be read" in problem.reason
+
+
 def test_cli_exit_codes(run_dir, tmp_path_factory):
     runner = CliRunner()
     intact = runner.invoke(app, ["audit", "verify", str(run_dir)])
