@@ -13,7 +13,7 @@ The nominal epsilon is what Flower's noise calibration implies for equal site we
 sampling amplification: T rounds of a Gaussian mechanism with noise multiplier z compose to
 mu-GDP with mu = sqrt(T) / z (Dong, Roth, Su 2022), converted to (epsilon, delta).
 
-    python scripts/privacy_audit.py --out outputs/privacy-audit --noise-multipliers 0 0.003 0.03
+    python scripts/privacy_audit.py --out DIR --noise-multipliers 0 1e-6 0.003 0.03 --clipping-norms 5 15
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -117,15 +116,21 @@ class Row:
     non_members: int
     member_loss: float
     non_member_loss: float
-    train_seconds: float
+    run_seconds: float  # the ServerApp's wall time of the federation
 
 
-def federate(setting: Setting, args: argparse.Namespace, cohort: Path, out: Path, env: dict) -> Path:
-    """Train through scripts/simulate.py; the run folder, or exit naming the log on failure."""
+def federate(setting: Setting, args: argparse.Namespace, cohort: Path, out: Path, env: dict) -> tuple[Path, bool]:
+    """Train through scripts/simulate.py: (the run folder, whether a finished identical run was reused).
+
+    Exits naming the log when the federation fails.
+    """
     run_config = (
         f"num-server-rounds={args.rounds} data-dir='{cohort}' output-dir='{out / 'runs'}' run-name='{setting.name}' "
         f"seed={args.seed} {args.run_config} {setting.run_config()}"
     )
+    run_dir = out / "runs" / setting.name
+    if finished_with(run_dir, run_config, args.sites):
+        return run_dir, True  # adding a setting to an audit does not retrain the others
     log_path = out / "logs" / f"{setting.name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, str(REPO / "scripts" / "simulate.py"), "--num-supernodes", str(args.sites)]
@@ -134,19 +139,32 @@ def federate(setting: Setting, args: argparse.Namespace, cohort: Path, out: Path
         completed = subprocess.run(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     if completed.returncode != 0:
         sys.exit(f"error: the {setting.name} federation failed (exit {completed.returncode}); see {log_path}")
-    return out / "runs" / setting.name
+    return run_dir, False
 
 
-def audit_config(args: argparse.Namespace, cohort: Path):
-    """The run config the federations used, as the sites saw it (to find members and non-members)."""
+def finished_with(run_dir: Path, run_config: str, n_sites: int) -> bool:
+    """Whether ``run_dir`` holds a finished run of exactly this run config on ``n_sites`` sites."""
+    if not (run_dir / "summary.json").is_file() or not (run_dir / "final_model.pt").is_file():
+        return False
+    saved = json.loads((run_dir / "config.json").read_text())["config"]
+    wanted = full_config(run_config).to_run_config()
+    return saved.get("num-nodes") == n_sites and all(saved.get(key) == value for key, value in wanted.items())
+
+
+def full_config(overrides: str):
+    """The shipped run config with ``overrides``, validated as the ServerApp does."""
     from flwr.common.config import parse_config_args
 
     from fedtumor.config import load_run_config
 
     with open(REPO / "pyproject.toml", "rb") as handle:
         shipped = tomllib.load(handle)["tool"]["flwr"]["app"]["config"]
-    overrides = parse_config_args([f"data-dir='{cohort}' seed={args.seed} {args.run_config}"])
-    return load_run_config({**shipped, **overrides})
+    return load_run_config({**shipped, **parse_config_args([overrides])})
+
+
+def audit_config(args: argparse.Namespace, cohort: Path):
+    """The run config the federations used, as the sites saw it (to find members and non-members)."""
+    return full_config(f"data-dir='{cohort}' seed={args.seed} {args.run_config}")
 
 
 def membership(config, n_sites: int) -> tuple[list, list]:
@@ -254,9 +272,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="output folder (cohort, runs, logs, results)")
     parser.add_argument(
-        "--noise-multipliers", type=float, nargs="+", default=[0.0, 0.003, 0.03], help="0 trains without DP"
+        "--noise-multipliers",
+        type=float,
+        nargs="+",
+        default=[0.0, 1e-6, 0.003, 0.03],
+        help="0 trains without DP; 1e-6 is clipping with negligible noise",
     )
-    parser.add_argument("--clipping-norm", type=float, default=5.0, help="dp-clipping-norm of the DP runs")
+    parser.add_argument(
+        "--clipping-norms", type=float, nargs="+", default=[5.0], help="dp-clipping-norm: each DP run takes every one"
+    )
     parser.add_argument("--sites", type=int, default=3, help="simulated sites")
     parser.add_argument("--subjects", type=int, default=24, help="synthetic subjects over all sites")
     parser.add_argument("--test-subjects", type=int, default=4, help="held-out subjects for Dice")
@@ -264,8 +288,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the cohort and the runs")
     parser.add_argument("--run-config", default=DEFAULT_RUN_CONFIG, help="extra run-config overrides for every run")
     args = parser.parse_args()
-    if any(z < 0 for z in args.noise_multipliers) or args.clipping_norm <= 0:
-        parser.error("--noise-multipliers must be >= 0 and --clipping-norm > 0")
+    if any(z < 0 for z in args.noise_multipliers) or any(c <= 0 for c in args.clipping_norms):
+        parser.error("--noise-multipliers must be >= 0 and --clipping-norms > 0")
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -286,23 +310,26 @@ def main() -> int:
         out / "cohort", args.sites, args.subjects, args.seed, shape=64, n_test=args.test_subjects, progress=True
     ).root
     config = audit_config(args, cohort)
-    settings = [Setting(z, args.clipping_norm) for z in args.noise_multipliers]
+    # Without DP the clipping norm is unused: one run, whatever the norms.
+    settings = [Setting(0.0, args.clipping_norms[0])] if 0 in args.noise_multipliers else []
+    settings += [Setting(z, c) for c in args.clipping_norms for z in args.noise_multipliers if z > 0]
     rows = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
         overall = progress.add_task("settings", total=len(settings))
         for setting in settings:
             progress.update(overall, description=f"{setting.name}: federated training ({args.rounds} rounds)")
-            started = time.perf_counter()
-            run_dir = federate(setting, args, cohort, out, env)
-            seconds = time.perf_counter() - started
+            run_dir, reused = federate(setting, args, cohort, out, env)
+            if reused:
+                progress.console.print(f"{setting.name}: reusing the finished run in {run_dir}")
             members, others = membership(config, args.sites)
             attack = progress.add_task(f"{setting.name}: subject losses", total=len(members) + len(others))
             advance = functools.partial(progress.advance, attack)
             member_losses = subject_losses(run_dir, members, config.loss, advance)
             other_losses = subject_losses(run_dir, others, config.loss, advance)
             progress.remove_task(attack)
-            final = json.loads((run_dir / "summary.json").read_text())["final"]
+            summary = json.loads((run_dir / "summary.json").read_text())
+            final = summary["final"]
             auc = attack_auc(member_losses, other_losses)
             dp = setting.noise_multiplier > 0
             rows.append(
@@ -321,7 +348,7 @@ def main() -> int:
                     non_members=len(others),
                     member_loss=float(np.mean(member_losses)),
                     non_member_loss=float(np.mean(other_losses)),
-                    train_seconds=round(seconds, 1),
+                    run_seconds=summary["wall_time_s"],
                 )
             )
             progress.advance(overall)
