@@ -91,20 +91,20 @@ class MemorySampler(threading.Thread):
         self.peak_bytes = 0
         self.peak_processes = 0
         self.max_client_actors = 0  # Ray ClientAppActor processes seen at once: sites trained in parallel
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             pids = process_tree(self.roots())
             total = sum(pss_bytes(pid) for pid in pids)
             actors = sum("ClientAppActor" in command_line(pid) for pid in pids)
             self.peak_bytes = max(self.peak_bytes, total)
             self.peak_processes = max(self.peak_processes, len(pids))
             self.max_client_actors = max(self.max_client_actors, actors)
-            self._stop.wait(self.interval_s)
+            self._halt.wait(self.interval_s)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=10)
 
 

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -320,6 +321,7 @@ def plot_dice_per_round(records: list[RunRecord], path: Path) -> None:
             low = [min(c[r] for c in curves) for r in rounds]
             high = [max(c[r] for c in curves) for r in rounds]
             ax.fill_between(rounds, low, high, alpha=0.12)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round (baselines: the same epochs)")
     ax.set_ylabel("held-out mean Dice (ET, TC, WT)")
     ax.set_title("Held-out Dice per round; band: range over seeds")

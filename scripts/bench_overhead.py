@@ -1,0 +1,221 @@
+#!/usr/bin/env python
+"""Federation overhead: a simulated round's wall time over the same training in one process.
+
+For each amount of compute per round (`--local-epochs`, one value per row), runs
+
+1. a real Flower simulation (scripts/simulate.py: SuperLink, ServerApp, Ray, one ClientApp
+   per site) of ROUNDS rounds, with no held-out or site evaluation, so a round is training,
+   serialisation, Ray dispatch and aggregation only; and
+2. the same local training with no federation, in this one process: for each round and each
+   site, the global model, the site's patches (the same seeds as its ClientApp) and Adam,
+   one site after the other.
+
+Both sides use the same threads per training (`--cpus-per-site`, default every core, so Ray
+trains one site at a time just as the loop does). The overhead ratio is the median of the
+federated rounds after the first (round 1 includes loading each site's data in its Ray
+worker) over the median in-process round; the fixed start-up cost (launch to round 1:
+SuperLink, ServerApp, Ray, initial model) is reported separately, as is the in-process cost
+of loading the sites.
+
+    python scripts/bench_overhead.py --out docs/bench --sites 4 --rounds 3 --local-epochs 1 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure
+from rich.console import Console
+from rich.progress import Progress
+
+from baselines.run_config import app_run_config
+from baselines.sites import load_sites
+from baselines.trainer import patch_seed
+from benchmarks.probe import round_progress, run_simulation
+from benchmarks.report import machine, markdown_table, print_table, write_record
+from data_loaders.pipelines import patch_batches, patch_queue
+from data_loaders.synthetic import generate_cohort
+from fedtumor.config import RunConfig, fedtumor_home
+from fedtumor.errors import ConfigError, DataError
+from fedtumor.losses import build_loss
+from fedtumor.model import build_model
+from fedtumor.training import resolve_device, train_epochs
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="folder for bench_overhead.json/.md/.png and runs")
+    parser.add_argument(
+        "--work", type=Path, default=None, help="cohorts, runs and logs (default: $FEDTUMOR_HOME/bench)"
+    )
+    parser.add_argument("--sites", type=int, default=4, help="simulated sites (default 4)")
+    parser.add_argument("--subjects", type=int, default=16, help="synthetic training subjects (default 16)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per simulation, at least 2 (default 3)")
+    parser.add_argument("--local-epochs", type=int, nargs="+", default=[1, 4], help="compute per round (default 1 4)")
+    parser.add_argument("--cpus-per-site", type=int, default=os.cpu_count() or 1, help="threads per training")
+    parser.add_argument("--run-config", default="", help="more run-config overrides (model, patch size, ...)")
+    args = parser.parse_args()
+    if args.rounds < 2:
+        parser.error("--rounds must be at least 2: round 1 also loads the sites' data")
+    return args
+
+
+def in_process_rounds(config: RunConfig, sites, progress: Progress) -> list[float]:
+    """Seconds of each round of the same training, one site after the other, no federation."""
+    device = resolve_device(config.device)
+    loss_fn = build_loss(config.loss)
+    torch.manual_seed(config.seed)
+    global_state = build_model(config.model, config.base_filters).state_dict()
+    task = progress.add_task("in-process: site trainings", total=config.num_server_rounds * len(sites))
+    seconds = []
+    for server_round in range(1, config.num_server_rounds + 1):
+        started = time.perf_counter()
+        for site in sites:
+            model = build_model(config.model, config.base_filters)
+            model.load_state_dict(global_state)
+            torch.manual_seed(patch_seed(config, site.site_id, server_round))
+            queue = patch_queue(
+                site.train, config.patch_size, config.samples_per_volume, config.queue_length, config.augment
+            )
+            optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+            train_epochs(
+                model,
+                lambda queue=queue: patch_batches(queue, config.batch_size),
+                config.local_epochs,
+                optimizer,
+                loss_fn,
+                device,
+            )
+            progress.advance(task)
+        seconds.append(time.perf_counter() - started)
+    progress.remove_task(task)
+    return seconds
+
+
+def main() -> int:
+    args = parse_args()
+    console = Console()
+    before = machine()
+    out = args.out.expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    work = (args.work or fedtumor_home() / "bench").expanduser().resolve()
+    try:
+        cohort = generate_cohort(
+            work / f"overhead-cohort-{args.sites}-{args.subjects}", args.sites, args.subjects, seed=0, n_test=1
+        ).root
+        base = (
+            f"data-dir='{cohort}' output-dir='{work / 'overhead-runs'}' num-server-rounds={args.rounds} "
+            f"server-eval=false fraction-evaluate=0.0 min-available-nodes={args.sites} "
+            f"torch-threads={args.cpus_per_site} {args.run_config}"
+        )
+        app_run_config(base)  # a bad override stops here
+    except (ConfigError, DataError, ValueError) as exc:
+        console.print(f"error: {exc}", style="bold red", highlight=False)
+        return 2
+    torch.set_num_threads(args.cpus_per_site)
+    rows, results = [], []
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    with Progress(console=console) as progress:
+        for epochs in args.local_epochs:
+            run_config = f"{base} local-epochs={epochs} run-name='overhead-e{epochs}-{stamp}'"
+            config = app_run_config(run_config)
+            started = time.perf_counter()
+            sites = load_sites(config, args.sites)
+            load_s = time.perf_counter() - started
+            local = in_process_rounds(config, sites, progress)
+            patches = sum(len(site.train) for site in sites) * config.samples_per_volume * epochs
+            del sites
+            task = progress.add_task(f"federated, {epochs} local epochs: rounds", total=args.rounds)
+            timing = run_simulation(
+                args.sites,
+                run_config,
+                flwr_home=work / "overhead-flwr-home",
+                log_path=work / "overhead-logs" / f"e{epochs}.log",
+                num_cpus=args.cpus_per_site,
+                on_line=round_progress(progress, task, args.rounds),
+            )
+            progress.remove_task(task)
+            if not timing.ok:
+                console.print(f"error: simulation failed ({timing.status}); log tail:\n{timing.log_tail}")
+                return 1
+            federated = timing.round_seconds()
+            steady_fed = statistics.median(federated[r] for r in federated if r >= 2)
+            steady_local = statistics.median(local[1:])
+            result = {
+                "local_epochs": epochs,
+                "patches_per_round": patches,
+                "in_process_round_s": local,
+                "federated_round_s": federated,
+                "steady_in_process_round_s": steady_local,
+                "steady_federated_round_s": steady_fed,
+                "overhead_ratio": steady_fed / steady_local,
+                "overhead_s_per_round": steady_fed - steady_local,
+                "federated_startup_s": timing.startup_s,
+                "federated_wall_s": timing.wall_s,
+                "in_process_site_loading_s": load_s,
+                "peak_pss_mib": timing.peak_pss_mib,
+            }
+            results.append(result)
+            rows.append(
+                [
+                    epochs,
+                    steady_local,
+                    steady_fed,
+                    result["overhead_ratio"],
+                    result["overhead_s_per_round"],
+                    timing.startup_s,
+                    load_s,
+                ]
+            )
+            console.print(
+                f"{epochs} local epochs ({patches} patches per round): in-process {steady_local:.1f}s, "
+                f"federated {steady_fed:.1f}s per round, ratio {result['overhead_ratio']:.2f}",
+                highlight=False,
+            )
+    headers = [
+        "local epochs",
+        "in-process round s",
+        "federated round s",
+        "ratio",
+        "overhead s/round",
+        "start-up s",
+        "in-process data loading s",
+    ]
+    title = f"Federation overhead, {args.sites} sites, {args.cpus_per_site} threads per site"
+    print_table(console, title, headers, rows)
+    (out / "bench_overhead.md").write_text(markdown_table(headers, rows))
+    fig = Figure(figsize=(6.5, 4), layout="constrained")
+    ax = fig.subplots()
+    labels = [str(r["local_epochs"]) for r in results]
+    width = 0.38
+    positions = range(len(results))
+    ax.bar(
+        [p - width / 2 for p in positions], [r["steady_in_process_round_s"] for r in results], width, label="in-process"
+    )
+    ax.bar(
+        [p + width / 2 for p in positions], [r["steady_federated_round_s"] for r in results], width, label="federated"
+    )
+    for p, r in zip(positions, results):
+        ax.annotate(
+            f"x{r['overhead_ratio']:.2f}", (p + width / 2, r["steady_federated_round_s"]), ha="center", va="bottom"
+        )
+    ax.set_xticks(list(positions), labels)
+    ax.set_xlabel("local epochs per round")
+    ax.set_ylabel("seconds per round")
+    ax.set_title(title, fontsize=9)
+    ax.legend()
+    fig.savefig(out / "bench_overhead.png", dpi=130)
+    settings = {**vars(args), "out": str(out), "run_config": base}
+    write_record(out / "bench_overhead.json", "overhead", settings, results, before)
+    console.print(f"wrote {out / 'bench_overhead.json'}, bench_overhead.md, bench_overhead.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
