@@ -251,12 +251,13 @@ def plot(rows: list[Row], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
     for r in rows:
-        ax.errorbar(r.attack_auc, r.dice_mean, xerr=r.attack_auc_se, fmt="o", capsize=3)
         label = "no DP" if r.noise_multiplier == 0 else f"z={r.noise_multiplier:g}, C={r.clipping_norm:g}"
-        ax.annotate(label, (r.attack_auc, r.dice_mean), textcoords="offset points", xytext=(6, 6), fontsize=8)
+        ax.errorbar(r.attack_auc, r.dice_mean, xerr=r.attack_auc_se, fmt="o", capsize=3, label=label)
     ax.axvline(0.5, color="grey", linestyle=":", linewidth=1)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     ax.set_xlabel("membership-inference attack AUC (0.5 = chance)")
     ax.set_ylabel("held-out mean Dice (ET, TC, WT)")
     ax.set_title("Client-level DP: utility vs privacy")
