@@ -26,4 +26,5 @@ def run_centralized(config: RunConfig, n_sites: int, run_dir: Path, progress: Pr
         train_subjects=[subject for site in sites for subject in site.train],
         sites={site.site_id: len(site.train) for site in sites},
     )
-    return train_baseline(config, job, cases, RunWriter(run_dir), progress)
+    summary, _ = train_baseline(config, job, cases, RunWriter(run_dir), progress)
+    return summary

@@ -62,11 +62,16 @@ def train_baseline(
     cases: Sequence[VolumeCase],
     writer: RunWriter,
     progress: Progress | None = None,
-) -> dict:
+    score_rounds: set[int] | None = None,
+    initial_scores: dict[str, float] | None = None,
+) -> tuple[dict, dict[int, dict[str, float]]]:
     """Train ``num-server-rounds`` x ``local-epochs`` epochs, scoring ``cases`` after every round.
 
-    Writes config.json, metrics.csv (train and held-out test rows per round), the final and
-    best models, the overlay case, summary.json and the plots; returns the summary.
+    ``score_rounds`` limits the held-out scoring to those rounds (the last is always scored);
+    ``initial_scores`` are round 0's scores when already known (every model with the same
+    seed starts from the same weights). Writes config.json, metrics.csv (train and held-out
+    test rows), the final and best models, the overlay case, summary.json and the plots;
+    returns the summary and the held-out scores per scored round.
     """
     started = time.perf_counter()
     writer.write_config(
@@ -112,8 +117,15 @@ def train_baseline(
                 split="train",
                 metrics={"loss": stats.loss, "num_patches": stats.num_patches, "train_seconds": stats.seconds},
             )
+        if server_round != rounds and score_rounds is not None and server_round not in score_rounds:
+            if progress is not None and server_round >= 1:
+                progress.update(round_task, advance=1)
+            continue
         keep = overlay.subject_id if server_round == rounds else None
-        means, _, kept = evaluate_cases(model, cases, config.patch_size, device, keep_prediction_of=keep)
+        if server_round == 0 and initial_scores is not None:
+            means = dict(initial_scores)
+        else:
+            means, _, kept = evaluate_cases(model, cases, config.patch_size, device, keep_prediction_of=keep)
         writer.add_metrics(round=server_round, scope=GLOBAL_SCOPE, split="test", metrics=means)
         history[server_round] = means
         if server_round >= 1 and mean_dice(means) > best:
@@ -137,7 +149,7 @@ def train_baseline(
     if progress is not None:
         progress.remove_task(round_task)
         progress.remove_task(patch_task)
-    return summary
+    return summary, history
 
 
 def run_summary(

@@ -100,6 +100,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--run-config", default="", help="more run-config overrides for every method")
     parser.add_argument("--no-baselines", action="store_true", help="skip pooled and local (not recommended)")
     parser.add_argument(
+        "--local-every-round", action="store_true", help="score local models every round (default: round 0 and last)"
+    )
+    parser.add_argument(
         "--reduced", action="store_true", help="CI size: " + ", ".join(f"{k}={v}" for k, v in REDUCED.items())
     )
     args = parser.parse_args(argv)
@@ -209,7 +212,8 @@ def run_baseline(
         if kind == POOLED:
             run_centralized(config, args.sites, run_dir, progress)
         else:
-            run_local(config, args.sites, run_dir, progress)
+            # Eight models scored every round would cost more than the rest of the study on a CPU.
+            run_local(config, args.sites, run_dir, progress, score_every_round=args.local_every_round)
     except (DataError, ConfigError) as exc:
         return RunRecord(kind, seed, str(run_dir), time.perf_counter() - started, ok=False, error=str(exc))
     return record_of(kind, seed, run_dir, time.perf_counter() - started, reused=False)
