@@ -19,6 +19,7 @@ from fedtumor.faults import fault_for
 
 TIMEOUT_MARGIN_S = 5.0  # sleep this much past the round timeout
 SCALE_FACTOR = 1000.0
+CRASH_AFTER_FRACTION = 0.5  # of round-timeout-s
 
 
 class InjectedFault(RuntimeError):
@@ -40,6 +41,9 @@ def inject_fault(
     if kind == "raise":
         raise InjectedFault(f"injected fault: {site_id} raises in round {server_round}")
     if kind == "crash":
+        # Die half-way through the round, after the other sites' training: Flower 1.41's Ray backend keeps
+        # the dead worker in its pool and fails whatever it routes there next (see docs/reliability.md).
+        time.sleep(config.round_timeout_s * CRASH_AFTER_FRACTION)
         os._exit(3)  # no clean-up, no reply: what a killed node looks like
     if kind == "timeout":
         time.sleep(config.round_timeout_s + TIMEOUT_MARGIN_S)

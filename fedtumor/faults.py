@@ -8,7 +8,8 @@ parses and validates the text, so the config check needs no Flower.
 Faults (training replies only):
 
 - ``raise``: the ClientApp raises an exception (Flower replies with an error message);
-- ``crash``: the ClientApp's process exits at once (``os._exit``), as a killed node would;
+- ``crash``: the ClientApp's process exits (``os._exit``) half-way through the round timeout,
+  as a node killed mid-round would;
 - ``timeout``: the ClientApp sleeps past ``round-timeout-s`` before replying;
 - ``nan``: the reply's first floating-point array is all NaN;
 - ``shape``: the reply's first array has one element more than the global model's;

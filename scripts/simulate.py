@@ -57,7 +57,7 @@ def stop_superlink(control_port: int) -> None:
 def simulate(
     num_supernodes: int,
     run_config: str,
-    num_cpus: float,
+    num_cpus: int,
     num_gpus: float,
     flwr_home: Path | None,
     ray_address: str | None = None,
@@ -82,7 +82,7 @@ def simulate(
     # The SuperLink is started by `flwr run`; its children must find this venv's tools.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     federation = (
-        f"num-supernodes={num_supernodes} client-resources-num-cpus={num_cpus:g} "
+        f"num-supernodes={num_supernodes} client-resources-num-cpus={num_cpus} "
         f"client-resources-num-gpus={float(num_gpus)}"
     )
     started = time.perf_counter()
@@ -105,9 +105,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num-supernodes", type=int, default=4, help="simulated sites (default 4)")
     parser.add_argument("--run-config", default="", help='overrides, e.g. "num-server-rounds=2 local-epochs=1"')
-    parser.add_argument(
-        "--num-cpus", type=float, default=1, help="CPUs per simulated ClientApp (0.5: two ClientApps per core)"
-    )
+    parser.add_argument("--num-cpus", type=int, default=1, help="CPUs per simulated ClientApp")
     parser.add_argument("--num-gpus", type=float, default=0.0, help="GPU fraction per simulated ClientApp")
     parser.add_argument("--flwr-home", type=Path, default=None, help="keep Flower's state here (default: temp)")
     parser.add_argument(

@@ -40,15 +40,13 @@ def cohort(tmp_path_factory):
     return root
 
 
-def simulate_command(root: Path, flwr_home: str, run_config: str, num_cpus: float = 1) -> list[str]:
+def simulate_command(root: Path, flwr_home: str, run_config: str) -> list[str]:
     config = f"data-dir='{root / 'cohort'}' output-dir='{root / 'runs'}' {TINY} {run_config}"
     return [
         sys.executable,
         "scripts/simulate.py",
         "--num-supernodes",
         "3",
-        "--num-cpus",
-        f"{num_cpus:g}",
         "--run-config",
         config,
         "--flwr-home",
@@ -56,9 +54,9 @@ def simulate_command(root: Path, flwr_home: str, run_config: str, num_cpus: floa
     ]
 
 
-def simulate(root: Path, flwr_home: str, run_config: str, num_cpus: float = 1) -> subprocess.CompletedProcess:
+def simulate(root: Path, flwr_home: str, run_config: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "FEDTUMOR_HOME": str(root / "home")}
-    command = simulate_command(root, flwr_home, run_config, num_cpus)
+    command = simulate_command(root, flwr_home, run_config)
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
 
 
@@ -83,9 +81,6 @@ def faulty_run(cohort):
         "flwr-faults",
         f"num-server-rounds=3 run-name='faults' round-timeout-s=60 min-train-replies=1 max-update-norm=100.0 "
         f"fault-injection='{FAULTS}'",
-        # One Ray worker per site: Flower 1.41 keeps a crashed worker in its pool and every message later
-        # routed to it fails, so with fewer workers than sites the crash could take the round's others with it.
-        num_cpus=0.5,
     )
     return completed, cohort / "runs" / "faults"
 
