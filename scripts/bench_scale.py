@@ -75,6 +75,57 @@ def first_partitions(cohort: Path, n_sites: int, folder: Path) -> Path:
     return path
 
 
+def report(results: list[dict], title: str, out: Path, name: str, console: Console) -> None:
+    """Growth against the smallest federation; the table (terminal and markdown) and the plot."""
+    rows = []
+    smallest = results[0]
+    for r in results:
+        r["round_growth"] = (r["steady_round_s"] or r["first_round_s"]) / (
+            smallest["steady_round_s"] or smallest["first_round_s"]
+        )
+        r["memory_growth"] = r["peak_pss_mib"] / smallest["peak_pss_mib"]
+        rows.append(
+            [
+                r["sites"],
+                r["startup_s"],
+                r["first_round_s"],
+                r["steady_round_s"],
+                r["round_growth"],
+                r["peak_pss_mib"],
+                r["memory_growth"],
+                r["parallel_client_actors"],
+                "-" if not r["actors_per_node"] else "+".join(map(str, r["actors_per_node"])),
+            ]
+        )
+    headers = [
+        "sites",
+        "start-up s",
+        "round 1 s",
+        "later round s",
+        "x round",
+        "peak MiB",
+        "x memory",
+        "parallel ClientApps",
+        "per node",
+    ]
+    print_table(console, title, headers, rows)
+    (out / f"{name}.md").write_text(markdown_table(headers, rows))
+    fig = Figure(figsize=(9, 3.8), layout="constrained")
+    time_ax, memory_ax = fig.subplots(1, 2)
+    sites = [r["sites"] for r in results]
+    time_ax.plot(sites, [r["first_round_s"] for r in results], "o-", label="round 1 (loads site data)")
+    time_ax.plot(sites, [r["steady_round_s"] for r in results], "s-", label="later round")
+    time_ax.plot(sites, [r["startup_s"] for r in results], "^--", label="start-up")
+    time_ax.set_xlabel("sites")
+    time_ax.set_ylabel("seconds")
+    time_ax.legend(fontsize=8)
+    memory_ax.plot(sites, [r["peak_pss_mib"] for r in results], "o-", color="#D55E00")
+    memory_ax.set_xlabel("sites")
+    memory_ax.set_ylabel("peak memory (PSS, MiB)")
+    fig.suptitle(title, fontsize=10)
+    fig.savefig(out / f"{name}.png", dpi=130)
+
+
 def main() -> int:
     args = parse_args()
     console = Console()
@@ -100,7 +151,7 @@ def main() -> int:
     if args.cluster_nodes:
         console.print(f"starting a Ray cluster: {args.cluster_nodes} nodes x {args.cpus_per_node} CPUs on loopback")
         cluster = LoopbackRayCluster(nodes=args.cluster_nodes, cpus_per_node=args.cpus_per_node).start()
-    results, rows = [], []
+    results = []
     stamp = time.strftime("%Y%m%d-%H%M%S")
     try:
         with Progress(console=console) as progress:
@@ -153,59 +204,10 @@ def main() -> int:
     finally:
         if cluster is not None:
             cluster.stop()
-    smallest = results[0]
-    for r in results:
-        r["round_growth"] = (r["steady_round_s"] or r["first_round_s"]) / (
-            smallest["steady_round_s"] or smallest["first_round_s"]
-        )
-        r["memory_growth"] = r["peak_pss_mib"] / smallest["peak_pss_mib"]
-        rows.append(
-            [
-                r["sites"],
-                r["startup_s"],
-                r["first_round_s"],
-                r["steady_round_s"],
-                r["round_growth"],
-                r["peak_pss_mib"],
-                r["memory_growth"],
-                r["parallel_client_actors"],
-                "-" if not r["actors_per_node"] else "+".join(map(str, r["actors_per_node"])),
-            ]
-        )
-    headers = [
-        "sites",
-        "start-up s",
-        "round 1 s",
-        "later round s",
-        "x round",
-        "peak MiB",
-        "x memory",
-        "parallel ClientApps",
-        "per node",
-    ]
     where = f"Ray cluster of {args.cluster_nodes} x {args.cpus_per_node} CPUs" if cluster else "local Ray"
-    title = f"Scale: {args.cpus_per_site} CPU per site, {where}"
-    print_table(console, title, headers, rows)
-    (out / "bench_scale.md").write_text(markdown_table(headers, rows))
-    fig = Figure(figsize=(9, 3.8), layout="constrained")
-    time_ax, memory_ax = fig.subplots(1, 2)
-    sites = [r["sites"] for r in results]
-    time_ax.plot(sites, [r["first_round_s"] for r in results], "o-", label="round 1 (loads site data)")
-    time_ax.plot(sites, [r["steady_round_s"] for r in results], "s-", label="later round")
-    time_ax.plot(sites, [r["startup_s"] for r in results], "^--", label="start-up")
-    time_ax.set_xlabel("sites")
-    time_ax.set_ylabel("seconds")
-    time_ax.legend(fontsize=8)
-    memory_ax.plot(sites, [r["peak_pss_mib"] for r in results], "o-", color="#D55E00")
-    memory_ax.set_xlabel("sites")
-    memory_ax.set_ylabel("peak memory (PSS, MiB)")
-    fig.suptitle(title, fontsize=10)
-    fig.savefig(out / "bench_scale.png", dpi=130)
+    name = "bench_scale_cluster" if cluster else "bench_scale"  # a cluster run never overwrites a local one
+    report(results, f"Scale: {args.cpus_per_site} CPU per site, {where}", out, name, console)
     settings = {**vars(args), "out": str(out), "run_config": base}
-    name = "bench_scale_cluster" if cluster else "bench_scale"
-    if cluster:
-        (out / "bench_scale.md").rename(out / f"{name}.md")
-        (out / "bench_scale.png").rename(out / f"{name}.png")
     write_record(out / f"{name}.json", "scale", settings, results, before)
     console.print(f"wrote {out / name}.json, .md, .png")
     return 0
