@@ -87,9 +87,9 @@ def test_sliding_window_prediction_is_nested_and_scored():
 def test_checkpoint_round_trip(tmp_path):
     config = RunConfig(model="unet", base_filters=4, patch_size=32, spacing_mm=2.0)
     model = build_model("unet", base_filters=4)
-    save_checkpoint(tmp_path / "final_model.pt", model.state_dict(), config)
+    save_checkpoint(tmp_path / "final_model.pt", model.state_dict(), config, server_round=3)
     loaded, meta = load_checkpoint(tmp_path)  # a run folder means its final model
-    assert meta == {"model": "unet", "base_filters": 4, "patch_size": 32, "spacing_mm": 2.0}
+    assert meta == {"model": "unet", "base_filters": 4, "patch_size": 32, "spacing_mm": 2.0, "round": 3}
     for name, tensor in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], tensor)
 
