@@ -63,7 +63,7 @@ REDUCED = {
     "subjects": 6,
     "test_subjects": 1,
     "seeds": [0],
-    "methods": ["fedavg", "fedbn"],
+    "methods": ["fedavg"],
     "rounds": 1,
     "run_config": "patch-size=32 samples-per-volume=1 batch-size=1 base-filters=4 queue-length=4",
 }

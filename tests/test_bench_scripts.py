@@ -59,6 +59,7 @@ def test_bench_pipeline_times_nifti_disk_cache_and_memory(tmp_path):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_bench_overhead_compares_a_real_simulation_with_the_same_training_in_process(tmp_path):
     completed = run(
         "scripts/bench_overhead.py", "--out", str(tmp_path), "--sites", "2", "--subjects", "6", "--rounds", "2",
@@ -75,6 +76,7 @@ def test_bench_overhead_compares_a_real_simulation_with_the_same_training_in_pro
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_bench_scale_runs_each_federation_size_and_measures_memory(tmp_path):
     completed = run(
         "scripts/bench_scale.py", "--out", str(tmp_path), "--sites", "2", "3", "--subjects", "9", "--rounds", "1",

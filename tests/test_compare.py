@@ -61,12 +61,11 @@ def test_reduced_study_writes_table_csv_json_and_plot(tmp_path):
     assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
     with (out / "comparison.csv").open() as handle:
         rows = {row["method"]: row for row in csv.DictReader(handle)}
-    assert set(rows) == {"pooled", "local", "local site-1", "local site-2", "fedavg", "fedbn"}
+    assert set(rows) == {"pooled", "local", "local site-1", "local site-2", "fedavg"}
     assert float(rows["pooled"]["ratio_to_pooled"]) == 1.0
-    for method in ("fedavg", "fedbn"):
-        assert 0.0 <= float(rows[method]["mean_dice"]) <= 1.0 and float(rows[method]["wall_s"]) > 0
+    assert 0.0 <= float(rows["fedavg"]["mean_dice"]) <= 1.0 and float(rows["fedavg"]["wall_s"]) > 0
     table = (out / "comparison.md").read_text()
-    assert table.startswith("| method | Dice ET") and "| fedbn |" in table
+    assert table.startswith("| method | Dice ET") and "| fedavg |" in table
     report = json.loads((out / "comparison.json").read_text())
     assert all(run["ok"] for run in report["runs"]) and len(report["loadavg_before"]) == 3
     fedavg = next(run for run in report["runs"] if run["method"] == "fedavg")

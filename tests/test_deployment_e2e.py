@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -164,21 +165,18 @@ def test_local_federation_script_rejects_a_bad_key_before_starting_anything(tmp_
 
 
 def test_ctrl_c_stops_every_process(tmp_path, script_env):
-    process = subprocess.Popen(
-        script_command(tmp_path, "--rounds", "50"),
-        env=script_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    seen = []
-    for line in process.stdout:  # interrupt once the run is under way on the SuperLink
-        seen.append(line)
-        if "Successfully started run" in line:
-            process.send_signal(signal.SIGINT)
-            break
-    rest, _ = process.communicate(timeout=120)
-    output = "".join(seen) + rest
+    log = tmp_path / "script.log"  # a file, not a pipe: no child can hold the test's pipe open
+    with open(log, "w") as handle:
+        process = subprocess.Popen(
+            script_command(tmp_path, "--rounds", "50"), env=script_env, stdout=handle, stderr=subprocess.STDOUT
+        )
+    deadline = time.monotonic() + 600
+    while "Successfully started run" not in log.read_text() and time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()[-3000:]
+        time.sleep(0.5)
+    process.send_signal(signal.SIGINT)  # the run is under way on the SuperLink
+    process.wait(timeout=300)
+    output = log.read_text()
     assert process.returncode == 130, output[-3000:]
     assert "interrupted; stopping every process" in output
     assert list(command_lines(str(tmp_path)).values()) == []
