@@ -148,6 +148,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    # A shell starts background jobs with SIGINT ignored, and Python keeps that: Ctrl-C must still clean up.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     return run_local_federation(parse_args(argv))
 
 

@@ -170,12 +170,17 @@ def test_ctrl_c_stops_every_process(tmp_path, script_env):
         process = subprocess.Popen(
             script_command(tmp_path, "--rounds", "50"), env=script_env, stdout=handle, stderr=subprocess.STDOUT
         )
-    deadline = time.monotonic() + 600
-    while "Successfully started run" not in log.read_text() and time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()[-3000:]
-        time.sleep(0.5)
-    process.send_signal(signal.SIGINT)  # the run is under way on the SuperLink
-    process.wait(timeout=300)
+    try:
+        deadline = time.monotonic() + 600
+        while "Successfully started run" not in log.read_text() and time.monotonic() < deadline:
+            assert process.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.5)
+        process.send_signal(signal.SIGINT)  # the run is under way on the SuperLink
+        process.wait(timeout=300)
+    finally:
+        if process.poll() is None:  # never leave a federation running behind a failed test
+            process.terminate()
+            process.wait(timeout=120)
     output = log.read_text()
     assert process.returncode == 130, output[-3000:]
     assert "interrupted; stopping every process" in output
