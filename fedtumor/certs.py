@@ -56,7 +56,7 @@ def _check_hosts(hosts: list[str], ips: list[str]) -> list[ipaddress.IPv4Address
     return parsed
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private_key(path: Path, data: bytes) -> None:
     """Create a private key file that is never readable by others, not even for an instant."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_KEY_MODE)
     with os.fdopen(fd, "wb") as handle:
@@ -160,8 +160,8 @@ def make_superlink_certificates(
         .sign(ca_key, hashes.SHA256())
     )
 
-    _write_private(files.ca_key, _pem_key(ca_key))
-    _write_private(files.server_key, _pem_key(server_key))
+    write_private_key(files.ca_key, _pem_key(ca_key))
+    write_private_key(files.server_key, _pem_key(server_key))
     files.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     files.server_cert.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
     return files

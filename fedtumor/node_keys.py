@@ -9,7 +9,6 @@ private key never leaves the hospital.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from fedtumor.certs import PRIVATE_KEY_MODE
+from fedtumor.certs import write_private_key
 from fedtumor.errors import ConfigError
 
 _NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -50,9 +49,7 @@ def make_node_key(out_dir: Path | str, name: str, overwrite: bool = False) -> No
     try:
         for path in (files.private_key, files.public_key):
             path.unlink(missing_ok=True)
-        fd = os.open(files.private_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_KEY_MODE)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(private)
+        write_private_key(files.private_key, private)
         files.public_key.write_bytes(public + f" fedtumor-{name}\n".encode())
     except OSError as exc:
         raise ConfigError(f"node-key: cannot write into {out_dir}: {exc.strerror}") from None
