@@ -15,18 +15,18 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricR
 from flwr.clientapp import ClientApp
 from flwr.common.logger import FLOWER_LOGGER as log
 
-from client_app.fault_injection import inject_fault  # test-only switch, off unless fault-injection is set
+from fedtumor.federation.fault_mod import inject_fault  # test-only switch, off unless fault-injection is set
 from client_app.privacy import clip_update_when_asked
 from data_loaders.pipelines import model_input, patch_batches, patch_queue, regions_array, subject_spacing
 from data_loaders.site import SiteData, load_site
-from fedtumor.config import RunConfig, load_run_config
-from fedtumor.errors import ConfigError, DataError
-from fedtumor.losses import build_loss
-from fedtumor.model import build_model
-from fedtumor.training import VolumeCase, evaluate_cases, mean_loss, resolve_device, train_epochs
-from strategies.client_hooks import REPORT_LOSS_BEFORE_KEY, ClientHooks
-from strategies.recording import MANIFEST_KEY, SITE_RECORD_KEY
-from strategies.registry import client_hooks_for
+from fedtumor.core.config import RunConfig, load_run_config
+from fedtumor.core.errors import ConfigError, DataError
+from fedtumor.core.losses import build_loss
+from fedtumor.core.model import build_model
+from fedtumor.core.training import VolumeCase, evaluate_cases, mean_loss, resolve_device, train_epochs
+from fedtumor.federation.client_hooks import REPORT_LOSS_BEFORE_KEY, ClientHooks
+from fedtumor.federation.replies import MANIFEST_KEY, SITE_RECORD_KEY
+from fedtumor.federation.registry import client_hooks_for
 
 DATA_ERROR_CODE = 100  # an application error code, outside Flower's own range
 

@@ -1,6 +1,6 @@
 """Client-level DP on a site: clip the model update before it leaves, when the server asks.
 
-The server's :class:`strategies.privacy.ClientLevelDP` puts the clipping norm in each training
+The server's :class:`fedtumor.federation.privacy.ClientLevelDP` puts the clipping norm in each training
 round's config; Flower's ``fixedclipping_mod`` then scales the site's update (reply model minus
 received model) down to that L2 norm. This mod sits on the train handler only, outside every
 client hook, so it clips exactly the arrays that are sent. Without the key (DP off) the handler

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedtumor.errors import DataError
+from fedtumor.core.errors import DataError
 
 MODALITIES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")  # canonical names, in channel order
 LAYOUTS: tuple[str, ...] = ("brats2021", "brats2023")

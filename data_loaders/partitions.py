@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from data_loaders.layouts import natural_key
-from fedtumor.errors import DataError
+from fedtumor.core.errors import DataError
 
 PARTITION_COLUMN = "Partition_ID"
 SUBJECT_COLUMN = "Subject_ID"

@@ -20,8 +20,8 @@ import torchio as tio
 
 from data_loaders.layouts import MODALITIES, SubjectFiles
 from data_loaders.validation import validate_or_raise
-from fedtumor.errors import DataError
-from fedtumor.regions import BRATS2021_LABELS
+from fedtumor.core.errors import DataError
+from fedtumor.core.regions import BRATS2021_LABELS
 
 CACHE_VERSION = 1
 LABEL_KEY = "label"

@@ -21,8 +21,8 @@ from data_loaders.manifest import site_manifest
 from data_loaders.partitions import partition_for_index, read_partitions, read_subject_list, subjects_of_partition
 from data_loaders.pipelines import PreprocessingSettings, preprocess_subject
 from data_loaders.validation import check_data_dir
-from fedtumor.config import RunConfig, fedtumor_home
-from fedtumor.errors import DataError
+from fedtumor.core.config import RunConfig, fedtumor_home
+from fedtumor.core.errors import DataError
 
 PARTITIONS_FILE = "partitioning.csv"
 HELDOUT_FILE = "heldout.csv"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from data_loaders.partitions import partition_ids, read_partitions, read_subject_list, subjects_of_partition
 from data_loaders.site import HELDOUT_FILE, PARTITIONS_FILE
-from fedtumor.errors import DataError
+from fedtumor.core.errors import DataError
 
 
 def _link_subjects(cohort: Path, subject_ids: list[str], folder: Path) -> None:

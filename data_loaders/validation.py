@@ -24,8 +24,8 @@ from rich.table import Table
 
 from data_loaders.layouts import MODALITIES, SubjectFiles, discover_subjects, expected_name, natural_key
 from data_loaders.partitions import partition_ids, read_partitions
-from fedtumor.errors import DataError
-from fedtumor.regions import allowed_labels
+from fedtumor.core.errors import DataError
+from fedtumor.core.regions import allowed_labels
 
 AFFINE_TOLERANCE = 1e-3  # mm; resampling tools round affines differently below this
 _MAX_LISTED = 8  # values or ids listed in one message before "+N more"

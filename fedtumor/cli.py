@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from fedtumor.errors import ConfigError, DataError
+from fedtumor.core.errors import ConfigError, DataError
 
 app = typer.Typer(
     name="fedtumor",
@@ -94,7 +94,7 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Score one segmentation against a reference: Dice, HD95, sensitivity, specificity per region."""
-    from fedtumor.metrics import score_files
+    from fedtumor.core.metrics import score_files
 
     try:
         scores = score_files(prediction, reference)
@@ -118,7 +118,7 @@ def evaluate(
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="A run folder written by the ServerApp.")) -> None:
     """Re-draw a run's plots and print its per-round table."""
-    from fedtumor.report import print_run_report
+    from fedtumor.run.report import print_run_report
 
     try:
         print_run_report(run_dir, console)
@@ -148,9 +148,9 @@ def _baseline_setup(run_config: str, sites: int | None, torch_threads: int, kind
 
     import torch
 
-    from baselines.run_config import app_run_config
-    from baselines.sites import number_of_sites
-    from fedtumor.config import resolve_output_dir
+    from fedtumor.baselines.run_config import app_run_config
+    from fedtumor.baselines.sites import number_of_sites
+    from fedtumor.core.config import resolve_output_dir
 
     config = app_run_config(run_config)
     n_sites = number_of_sites(config, sites)
@@ -190,7 +190,7 @@ def centralized(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Pooled-data baseline: one model on every site's training subjects, same budget as the federation."""
-    from baselines.centralized import run_centralized
+    from fedtumor.baselines.centralized import run_centralized
 
     try:
         config, n_sites, run_dir = _baseline_setup(run_config, sites, torch_threads, "centralized")
@@ -210,7 +210,7 @@ def local(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Local-only baselines: one model per site on its own data, same budget as in the federation."""
-    from baselines.local import run_local
+    from fedtumor.baselines.local import run_local
 
     try:
         config, n_sites, run_dir = _baseline_setup(run_config, sites, torch_threads, "local")
@@ -238,7 +238,7 @@ def certs(
     force: bool = typer.Option(False, "--force", help="Replace existing files (re-register every node's trust)."),
 ) -> None:
     """Make a CA and a SuperLink TLS certificate for these names (private keys mode 600)."""
-    from fedtumor.certs import make_superlink_certificates, read_certificate, subject_alternative_names
+    from fedtumor.security.certs import make_superlink_certificates, read_certificate, subject_alternative_names
 
     try:
         files = make_superlink_certificates(out, host, ip, valid_days=days, overwrite=force)
@@ -255,7 +255,7 @@ def cert_info(
     certificate: Path = typer.Argument(..., help="A PEM certificate, e.g. the ca.crt the centre sent."),
 ) -> None:
     """Show a certificate's names, validity and SHA-256 fingerprint (compare it with the sender's)."""
-    from fedtumor.certs import fingerprint_sha256, read_certificate, subject_alternative_names
+    from fedtumor.security.certs import fingerprint_sha256, read_certificate, subject_alternative_names
 
     try:
         cert = read_certificate(certificate)
@@ -277,7 +277,7 @@ def node_key(
     force: bool = typer.Option(False, "--force", help="Replace an existing key pair."),
 ) -> None:
     """Make a SuperNode's authentication key pair; the coordinating centre registers NAME.pub."""
-    from fedtumor.node_keys import make_node_key
+    from fedtumor.security.node_keys import make_node_key
 
     try:
         files = make_node_key(out, name, overwrite=force)
@@ -294,7 +294,7 @@ app.add_typer(audit_app, name="audit")
 @audit_app.command("verify")
 def audit_verify(run_dir: Path = typer.Argument(..., help="A run folder written by the ServerApp.")) -> None:
     """Recompute audit.jsonl's hash chain and the saved models' hashes: exit 0 intact, 1 altered, 2 unreadable."""
-    from fedtumor.audit import verify_run
+    from fedtumor.run.audit import verify_run
 
     try:
         report = verify_run(run_dir, model_files=("final_model.pt", "best_model.pt", "resume_state.pt"))
@@ -331,7 +331,7 @@ def strategies_list() -> None:
     """Installed strategies (entry-point group fedtumor.strategies) and their parameters."""
     from rich.table import Table
 
-    from strategies.registry import load_registry
+    from fedtumor.federation.registry import load_registry
 
     registry = load_registry()
     table = Table(title="fedtumor strategies")
@@ -348,7 +348,7 @@ def strategies_list() -> None:
 @strategies_app.command("check")
 def strategies_check(name: str = typer.Argument(..., help="A strategy that `strategies list` shows.")) -> None:
     """Run a strategy through the conformance kit (a short in-process federation): exit 0 when it conforms, 1 not."""
-    from strategies.conformance import run_kit
+    from fedtumor.federation.conformance import run_kit
 
     try:
         conforms = run_kit(name, console)

@@ -30,11 +30,11 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from fedtumor.model import build_model
-from strategies.conformance import site_reply
-from strategies.plugin import Sampling
-from strategies.recording import SITE_RECORD_KEY
-from strategies.registry import load_registry, parse_strategy_config
+from fedtumor.core.model import build_model
+from fedtumor.federation.conformance import site_reply
+from fedtumor.federation.plugin import Sampling
+from fedtumor.federation.replies import SITE_RECORD_KEY
+from fedtumor.federation.registry import load_registry, parse_strategy_config
 
 ROBUST = {"fedmedian", "fedtrimmedavg", "krum"}
 BASELINE = "flower-fedavg"

@@ -4,7 +4,7 @@
 Part 1 (always): one federated round's local training, done here site after site on the
 GPU: the FeTS 2021 reference network (`fets-resunet`: 3D residual U-Net, 32 base filters,
 instance norm), 64^3 patches, batch 1, Adam, Dice+BCE, under `torch.autocast` with a
-gradient scaler (fedtumor.training.train_epochs turns both on for CUDA). Patches are drawn
+gradient scaler (fedtumor.core.training.train_epochs turns both on for CUDA). Patches are drawn
 once and kept on the device, so this is the network's own speed: patches per second per
 site and peak GPU memory (`torch.cuda.max_memory_allocated`, reset per site).
 
@@ -38,11 +38,11 @@ from matplotlib.figure import Figure
 from rich.console import Console
 from rich.progress import Progress
 
-from benchmarks.report import machine, markdown_table, print_table, write_record
-from fedtumor.config import fedtumor_home
-from fedtumor.losses import build_loss
-from fedtumor.model import build_model, count_parameters
-from fedtumor.training import resolve_device, train_epochs
+from fedtumor.bench.report import machine, markdown_table, print_table, write_record
+from fedtumor.core.config import fedtumor_home
+from fedtumor.core.losses import build_loss
+from fedtumor.core.model import build_model, count_parameters
+from fedtumor.core.training import resolve_device, train_epochs
 
 EXIT_NO_GPU = 3
 
@@ -131,9 +131,9 @@ class GpuMemorySampler(threading.Thread):
 
 def federated_round(args, work: Path, console: Console) -> dict:
     """The same round through Flower with fractional GPUs; per-site speed from metrics.csv."""
-    from benchmarks.probe import run_simulation
+    from fedtumor.bench.probe import run_simulation
     from data_loaders.synthetic import generate_cohort
-    from fedtumor.results import read_metrics
+    from fedtumor.run.writer import read_metrics
 
     cohort = generate_cohort(
         work / f"gpu-cohort-{args.sites}x{args.subjects_per_site}",

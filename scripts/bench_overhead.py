@@ -37,19 +37,19 @@ from matplotlib.figure import Figure
 from rich.console import Console
 from rich.progress import Progress
 
-from baselines.run_config import app_run_config
-from baselines.sites import load_sites
-from baselines.trainer import patch_seed
-from benchmarks.probe import round_progress, run_simulation
-from benchmarks.report import machine, markdown_table, print_table, write_record
+from fedtumor.baselines.run_config import app_run_config
+from fedtumor.baselines.sites import load_sites
+from fedtumor.baselines.trainer import patch_seed
+from fedtumor.bench.probe import round_progress, run_simulation
+from fedtumor.bench.report import machine, markdown_table, print_table, write_record
 from data_loaders.pipelines import patch_batches, patch_queue
 from data_loaders.synthetic import generate_cohort
-from fedtumor.config import RunConfig, fedtumor_home
-from fedtumor.errors import ConfigError, DataError
-from fedtumor.losses import build_loss
-from fedtumor.model import build_model
-from fedtumor.results import read_metrics
-from fedtumor.training import resolve_device, train_epochs
+from fedtumor.core.config import RunConfig, fedtumor_home
+from fedtumor.core.errors import ConfigError, DataError
+from fedtumor.core.losses import build_loss
+from fedtumor.core.model import build_model
+from fedtumor.run.writer import read_metrics
+from fedtumor.core.training import resolve_device, train_epochs
 
 
 def parse_args() -> argparse.Namespace:

@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 from rich.console import Console
 from rich.progress import Progress
 
-from benchmarks.report import machine, markdown_table, print_table, write_record
+from fedtumor.bench.report import machine, markdown_table, print_table, write_record
 from data_loaders.layouts import discover_subjects
 from data_loaders.pipelines import (
     PreprocessingSettings,
@@ -43,9 +43,9 @@ from data_loaders.pipelines import (
     raw_subject,
 )
 from data_loaders.synthetic import generate_cohort
-from fedtumor.config import fedtumor_home
-from fedtumor.errors import DataError
-from fedtumor.regions import BRATS2021_LABELS
+from fedtumor.core.config import fedtumor_home
+from fedtumor.core.errors import DataError
+from fedtumor.core.regions import BRATS2021_LABELS
 
 
 def parse_args() -> argparse.Namespace:

@@ -44,12 +44,12 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the baselines and fedtumor packages of this checkout
 
-from baselines.centralized import run_centralized  # noqa: E402
-from baselines.local import run_local  # noqa: E402
-from baselines.run_config import app_run_config  # noqa: E402
+from fedtumor.baselines.centralized import run_centralized  # noqa: E402
+from fedtumor.baselines.local import run_local  # noqa: E402
+from fedtumor.baselines.run_config import app_run_config  # noqa: E402
 from data_loaders.synthetic import generate_cohort  # noqa: E402
-from fedtumor.errors import ConfigError, DataError  # noqa: E402
-from fedtumor.results import GLOBAL_SCOPE, metric_table, read_metrics, read_summary  # noqa: E402
+from fedtumor.core.errors import ConfigError, DataError  # noqa: E402
+from fedtumor.run.writer import GLOBAL_SCOPE, metric_table, read_metrics, read_summary  # noqa: E402
 
 FEDERATED_METHODS = ("fedavg", "fedprox", "fedbn", "scaffold", "fedcostwavg", "fedpidavg")
 POOLED, LOCAL = "pooled", "local"

@@ -10,4 +10,4 @@ if [[ ! -x "$python" ]]; then
     exit 2
 fi
 cd "$repo"
-exec "$python" -m deployment.local_federation "$@"
+exec "$python" -m fedtumor.deployment.local_federation "$@"

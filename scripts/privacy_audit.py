@@ -155,7 +155,7 @@ def full_config(overrides: str):
     """The shipped run config with ``overrides``, validated as the ServerApp does."""
     from flwr.common.config import parse_config_args
 
-    from fedtumor.config import load_run_config
+    from fedtumor.core.config import load_run_config
 
     with open(REPO / "pyproject.toml", "rb") as handle:
         shipped = tomllib.load(handle)["tool"]["flwr"]["app"]["config"]
@@ -188,8 +188,8 @@ def subject_losses(run_dir: Path, subjects: list, loss_name: str, advance) -> li
     from monai.inferers import sliding_window_inference
 
     from data_loaders.pipelines import model_input, region_target
-    from fedtumor.checkpoint import load_checkpoint
-    from fedtumor.losses import build_loss
+    from fedtumor.run.checkpoint import load_checkpoint
+    from fedtumor.core.losses import build_loss
 
     model, meta = load_checkpoint(run_dir / "final_model.pt")
     model.eval()

@@ -21,8 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from deployment.flwr_runs import SUCCESS_STATUS, run_status, stream_run, validate_run_config
-from deployment.processes import command_lines, free_port
+from fedtumor.deployment.flwr_runs import SUCCESS_STATUS, run_status, stream_run, validate_run_config
+from fedtumor.deployment.processes import command_lines, free_port
 
 
 def _echo(line: str) -> None:

@@ -14,21 +14,21 @@ from flwr.common.logger import FLOWER_LOGGER as log
 from flwr.serverapp import Grid, ServerApp
 
 from data_loaders.site import ensure_synthetic_cohort, load_heldout
-from fedtumor.audit import SUMMARY_HEAD_KEY, AuditLog
-from fedtumor.checkpoint import save_checkpoint
-from fedtumor.config import load_run_config
-from fedtumor.errors import ConfigError, DataError
-from fedtumor.model import build_model
-from fedtumor.plots import draw_run_plots
-from fedtumor.results import CONFIG_FILE, RunWriter
-from fedtumor.resume import ResumeState, check_resume, restore_rng_state
-from fedtumor.run_folder import run_dir_for
-from fedtumor.simulated_time import SiteProfiles
+from fedtumor.run.audit import SUMMARY_HEAD_KEY, AuditLog
+from fedtumor.run.checkpoint import save_checkpoint
+from fedtumor.core.config import load_run_config
+from fedtumor.core.errors import ConfigError, DataError
+from fedtumor.core.model import build_model
+from fedtumor.run.plots import draw_run_plots
+from fedtumor.run.writer import CONFIG_FILE, RunWriter
+from fedtumor.run.resume import ResumeState, check_resume, restore_rng_state
+from fedtumor.run.folder import run_dir_for
+from fedtumor.federation.simulated_time import SiteProfiles
 from server_app.evaluation import HeldoutEvaluator
 from server_app.round_close import RoundClose
-from server_app.study import StudyRecorder
-from strategies.privacy import with_client_level_dp
-from strategies.registry import build_strategy
+from fedtumor.federation.ledger import StudyRecorder
+from fedtumor.federation.privacy import with_client_level_dp
+from fedtumor.federation.registry import build_strategy
 
 app = ServerApp()
 

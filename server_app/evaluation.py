@@ -6,13 +6,13 @@ import torchio as tio
 from flwr.app import ArrayRecord, MetricRecord
 
 from data_loaders.pipelines import model_input, regions_array, subject_spacing
-from fedtumor.checkpoint import save_checkpoint
-from fedtumor.config import RunConfig
-from fedtumor.model import build_model
-from fedtumor.regions import regions_to_labels
-from fedtumor.results import RunWriter
-from fedtumor.training import VolumeCase, evaluate_cases, resolve_device
-from server_app.study import StudyRecorder, mean_dice
+from fedtumor.run.checkpoint import save_checkpoint
+from fedtumor.core.config import RunConfig
+from fedtumor.core.model import build_model
+from fedtumor.core.regions import regions_to_labels
+from fedtumor.run.writer import RunWriter
+from fedtumor.core.training import VolumeCase, evaluate_cases, resolve_device
+from fedtumor.federation.ledger import StudyRecorder, mean_dice
 
 
 class HeldoutEvaluator:

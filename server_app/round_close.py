@@ -16,10 +16,10 @@ import numpy as np
 from flwr.app import ArrayRecord, MetricRecord
 from flwr.common.logger import FLOWER_LOGGER as log
 
-from fedtumor.audit import AuditLog, model_sha256
-from fedtumor.results import GLOBAL_SCOPE, RunWriter
-from fedtumor.resume import ResumeState, rng_state, save_resume_state
-from server_app.study import StudyRecorder
+from fedtumor.run.audit import AuditLog, model_sha256
+from fedtumor.run.writer import GLOBAL_SCOPE, RunWriter
+from fedtumor.run.resume import ResumeState, rng_state, save_resume_state
+from fedtumor.federation.ledger import StudyRecorder
 
 MANIFESTS_FILE = "data_manifests.json"
 

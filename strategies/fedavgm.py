@@ -3,8 +3,8 @@
 import numpy as np
 from flwr.serverapp.strategy import FedAvgM as FlowerFedAvgM
 
-from strategies.base import FedTumorStrategy
-from strategies.plugin import FlowerStrategyPlugin, Parameter
+from fedtumor.federation.strategy import FedTumorStrategy
+from fedtumor.federation.plugin import FlowerStrategyPlugin, Parameter
 
 
 class FedAvgM(FedTumorStrategy, FlowerFedAvgM):

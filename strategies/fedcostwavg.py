@@ -30,12 +30,12 @@ from flwr.app import Array, ArrayRecord, Message, MetricRecord
 from flwr.common.logger import FLOWER_LOGGER as log
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
-from fedtumor.errors import ConfigError
-from strategies.array_views import weighted_sum
-from strategies.base import FedTumorStrategy
-from strategies.client_hooks import REPORT_LOSS_BEFORE_KEY
-from strategies.plugin import FlowerStrategyPlugin, Parameter, ParameterValue, Sampling
-from strategies.recording import describe_reply
+from fedtumor.core.errors import ConfigError
+from fedtumor.federation.array_views import weighted_sum
+from fedtumor.federation.strategy import FedTumorStrategy
+from fedtumor.federation.client_hooks import REPORT_LOSS_BEFORE_KEY
+from fedtumor.federation.plugin import FlowerStrategyPlugin, Parameter, ParameterValue, Sampling
+from fedtumor.federation.replies import describe_reply
 
 LOSS_KEY = "loss"
 LOSS_BEFORE_KEY = "loss-before"

@@ -2,8 +2,8 @@
 
 from flwr.serverapp.strategy import FedMedian as FlowerFedMedian
 
-from strategies.base import FedTumorStrategy
-from strategies.plugin import FlowerStrategyPlugin
+from fedtumor.federation.strategy import FedTumorStrategy
+from fedtumor.federation.plugin import FlowerStrategyPlugin
 
 
 class FedMedian(FedTumorStrategy, FlowerFedMedian):

@@ -38,12 +38,12 @@ from collections.abc import Mapping, Sequence
 from flwr.app import Message
 from flwr.common.logger import FLOWER_LOGGER as log
 
-from fedtumor.errors import ConfigError
-from strategies.base import FedTumorStrategy
-from strategies.client_hooks import REPORT_LOSS_BEFORE_KEY
+from fedtumor.core.errors import ConfigError
+from fedtumor.federation.strategy import FedTumorStrategy
+from fedtumor.federation.client_hooks import REPORT_LOSS_BEFORE_KEY
 from strategies.fedcostwavg import LOSS_BEFORE_KEY, LOSS_KEY, FlowerFedCostWAvg, costs, costs_after, shares
-from strategies.plugin import FlowerStrategyPlugin, Parameter, ParameterValue, Sampling
-from strategies.recording import describe_reply
+from fedtumor.federation.plugin import FlowerStrategyPlugin, Parameter, ParameterValue, Sampling
+from fedtumor.federation.replies import describe_reply
 
 
 class FlowerFedPIDAvg(FlowerFedCostWAvg):

@@ -20,12 +20,12 @@ import math
 from collections.abc import Iterable, Mapping
 
 import numpy as np
-from fedtumor.errors import ConfigError
+from fedtumor.core.errors import ConfigError
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
-from strategies.base import FedTumorStrategy
-from strategies.plugin import Parameter, ParameterValue, Sampling, StrategyPlugin
+from fedtumor.federation.strategy import FedTumorStrategy
+from fedtumor.federation.plugin import Parameter, ParameterValue, Sampling, StrategyPlugin
 
 
 def _is_float(values: np.ndarray) -> bool:

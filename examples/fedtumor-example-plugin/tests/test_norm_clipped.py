@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
-from fedtumor.errors import ConfigError
+from fedtumor.core.errors import ConfigError
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
-from strategies.conformance import as_serverapp, assert_conforms
-from strategies.plugin import Sampling
+from fedtumor.federation.conformance import as_serverapp, assert_conforms
+from fedtumor.federation.plugin import Sampling
 
 from fedtumor_example_plugin.norm_clipped import (
     FedAvgNormClippedPlugin,

@@ -1,0 +1,182 @@
+"""Train one model on a fixed set of subjects in round-sized blocks and write a run folder.
+
+A "round" of a baseline is the training a federated round does on the same subjects:
+``local-epochs`` passes of ``samples-per-volume`` patches per subject, then the held-out
+test set is scored, so its metrics.csv lines up round by round with a federated run's.
+Differences from a federated client, on purpose: one Adam optimiser for the whole run (a
+non-federated model keeps its optimiser state), and no aggregation in between.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torchio as tio
+from rich.progress import Progress
+
+from data_loaders.pipelines import model_input, patch_batches, patch_queue, regions_array, subject_spacing
+from fedtumor.run.checkpoint import save_checkpoint
+from fedtumor.core.config import RunConfig
+from fedtumor.core.losses import build_loss
+from fedtumor.core.model import build_model
+from fedtumor.run.plots import draw_run_plots
+from fedtumor.core.regions import regions_to_labels
+from fedtumor.run.writer import GLOBAL_SCOPE, RunWriter
+from fedtumor.core.training import VolumeCase, evaluate_cases, resolve_device, train_epochs
+
+SUMMARY_METRICS = ("dice_et", "dice_tc", "dice_wt", "hd95_et", "hd95_tc", "hd95_wt")
+
+
+@dataclass(frozen=True)
+class BaselineJob:
+    """One model to train: what it is called and which subjects it sees."""
+
+    kind: str  # "centralized" or "local"
+    patch_stream: str  # seeds the patches; a site id gives exactly that site's federated patches
+    train_subjects: Sequence[tio.Subject]
+    sites: Mapping[str, int]  # site id -> training subjects it contributes
+
+
+def mean_dice(metrics: Mapping[str, float]) -> float:
+    return (metrics["dice_et"] + metrics["dice_tc"] + metrics["dice_wt"]) / 3
+
+
+def test_cases(subjects: Sequence[tio.Subject]) -> list[VolumeCase]:
+    """Held-out cases as the ServerApp scores them (whole volumes, BraTS regions, voxel spacing)."""
+    return [VolumeCase(s["subject_id"], model_input(s), regions_array(s), subject_spacing(s)) for s in subjects]
+
+
+def patch_seed(config: RunConfig, stream: str, server_round: int) -> int:
+    """The seed the federated ClientApp uses for a site's patches in a round."""
+    return zlib.crc32(f"{config.seed}/{stream}/{server_round}".encode())
+
+
+def train_baseline(
+    config: RunConfig,
+    job: BaselineJob,
+    cases: Sequence[VolumeCase],
+    writer: RunWriter,
+    progress: Progress | None = None,
+    score_rounds: set[int] | None = None,
+    initial_scores: dict[str, float] | None = None,
+) -> tuple[dict, dict[int, dict[str, float]]]:
+    """Train ``num-server-rounds`` x ``local-epochs`` epochs, scoring ``cases`` after every round.
+
+    ``score_rounds`` limits the held-out scoring to those rounds (the last is always scored);
+    ``initial_scores`` are round 0's scores when already known (every model with the same
+    seed starts from the same weights). Writes config.json, metrics.csv (train and held-out
+    test rows), the final and best models, the overlay case, summary.json and the plots;
+    returns the summary and the held-out scores per scored round.
+    """
+    started = time.perf_counter()
+    writer.write_config(
+        {**config.to_run_config(), "baseline": job.kind, "num-sites": len(job.sites), "sites": dict(job.sites)}
+    )
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)  # the same initial model as the federation's round 0
+    model = build_model(config.model, config.base_filters)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    loss_fn = build_loss(config.loss)
+    rounds = config.num_server_rounds
+    patches_per_round = len(job.train_subjects) * config.samples_per_volume * config.local_epochs
+    round_task = patch_task = None
+    if progress is not None:
+        round_task = progress.add_task(f"{job.kind} {job.patch_stream}: rounds", total=rounds)
+        patch_task = progress.add_task(f"{job.kind} {job.patch_stream}: patches", total=rounds * patches_per_round)
+
+    def advance_patches(_loss: float) -> None:
+        if progress is not None:
+            progress.advance(patch_task, config.batch_size)
+
+    history: dict[int, dict[str, float]] = {}
+    best = -1.0
+    overlay = cases[0]
+    for server_round in range(rounds + 1):
+        if server_round >= 1:
+            torch.manual_seed(patch_seed(config, job.patch_stream, server_round))
+            queue = patch_queue(
+                job.train_subjects, config.patch_size, config.samples_per_volume, config.queue_length, config.augment
+            )
+            stats = train_epochs(
+                model,
+                lambda queue=queue: patch_batches(queue, config.batch_size),
+                config.local_epochs,
+                optimizer,
+                loss_fn,
+                device,
+                on_batch=advance_patches,
+            )
+            writer.add_metrics(
+                round=server_round,
+                scope=GLOBAL_SCOPE,
+                split="train",
+                metrics={"loss": stats.loss, "num_patches": stats.num_patches, "train_seconds": stats.seconds},
+            )
+        if server_round != rounds and score_rounds is not None and server_round not in score_rounds:
+            if progress is not None and server_round >= 1:
+                progress.update(round_task, advance=1)
+            continue
+        keep = overlay.subject_id if server_round == rounds else None
+        if server_round == 0 and initial_scores is not None:
+            means = dict(initial_scores)
+        else:
+            means, _, kept = evaluate_cases(model, cases, config.patch_size, device, keep_prediction_of=keep)
+        writer.add_metrics(round=server_round, scope=GLOBAL_SCOPE, split="test", metrics=means)
+        history[server_round] = means
+        if server_round >= 1 and mean_dice(means) > best:
+            best = mean_dice(means)
+            save_checkpoint(writer.model_path("best_model.pt"), model.state_dict(), config)
+        if progress is not None and server_round >= 1:
+            progress.update(round_task, advance=1)
+            progress.update(patch_task, completed=server_round * patches_per_round)
+
+    writer.write_overlay_case(
+        subject_id=overlay.subject_id,
+        image=overlay.image[3].numpy(),  # FLAIR shows the whole tumour
+        reference=regions_to_labels(overlay.reference),
+        prediction=kept,
+        round=rounds,
+    )
+    save_checkpoint(writer.model_path("final_model.pt"), model.state_dict(), config)
+    summary = run_summary(config, job.kind, job.sites, history, time.perf_counter() - started)
+    writer.write_summary(summary)
+    draw_run_plots(writer.run_dir)
+    if progress is not None:
+        progress.remove_task(round_task)
+        progress.remove_task(patch_task)
+    return summary, history
+
+
+def run_summary(
+    config: RunConfig,
+    kind: str,
+    sites: Mapping[str, int],
+    history: Mapping[int, Mapping[str, float]],
+    wall_time_s: float,
+) -> dict:
+    """summary.json in the ServerApp's format (strategy, rounds, wall time, final, best, sites)."""
+    last = max(history)
+    best_round = max((r for r in history if r >= 1), key=lambda r: mean_dice(history[r]), default=last)
+    return {
+        "strategy": kind,
+        "baseline": kind,
+        "rounds": config.num_server_rounds,
+        "epochs_per_round": config.local_epochs,
+        "wall_time_s": round(wall_time_s, 2),
+        "num_nodes": 1,
+        "sites": dict(sorted(sites.items())),
+        "failed_replies": [],
+        "final": {**{name: float(history[last][name]) for name in SUMMARY_METRICS}, "round": last},
+        "best": {"round": best_round, "mean_dice": mean_dice(history[best_round])},
+    }
+
+
+def mean_over_models(histories: Sequence[Mapping[int, Mapping[str, float]]]) -> dict[int, dict[str, float]]:
+    """Per round, each metric averaged over several models (the mean local model)."""
+    rounds = sorted(set.intersection(*(set(h) for h in histories)))
+    return {r: {name: float(np.mean([h[r][name] for h in histories])) for name in histories[0][r]} for r in rounds}

@@ -1,0 +1,110 @@
+"""A Ray cluster on loopback for tests and benchmarks: `ray start --head` (+ worker nodes), then stop it.
+
+A simulation attaches to it through ``scripts/simulate.py --ray-address`` (Flower's Ray
+backend calls ``ray.init()`` without an address, which reads ``RAY_ADDRESS``). Every port
+is chosen free and every process is found by this cluster's own temp dir, so stopping it
+never touches another Ray instance on the machine (``ray stop`` would stop them all).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fedtumor.bench.probe import command_line, pids_whose_command_contains, process_tree
+
+RAY = str(Path(sys.executable).with_name("ray"))
+OBJECT_STORE_BYTES = 1_000_000_000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _node_ports() -> list[str]:
+    # Explicit free ports: Ray's defaults (10001, 52365, ...) may be taken by another Ray on the machine.
+    return [
+        f"--node-manager-port={free_port()}",
+        f"--object-manager-port={free_port()}",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+    ]
+
+
+@dataclass
+class LoopbackRayCluster:
+    """``nodes`` Ray nodes on 127.0.0.1 with ``cpus_per_node`` CPUs each (the first is the head)."""
+
+    nodes: int = 1
+    cpus_per_node: int = 2
+    gpus_per_node: float = 0.0
+    temp_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="rayc-", dir="/tmp")))
+    address: str = ""
+
+    def start(self) -> LoopbackRayCluster:
+        port = free_port()
+        self.address = f"127.0.0.1:{port}"
+        common = [f"--num-cpus={self.cpus_per_node}", f"--num-gpus={self.gpus_per_node:g}", "--disable-usage-stats"]
+        common.append(f"--object-store-memory={OBJECT_STORE_BYTES}")  # a shared machine: not 30% of RAM
+        head = [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", f"--temp-dir={self.temp_dir}"]
+        head += ["--include-dashboard=false", f"--ray-client-server-port={free_port()}", *_node_ports(), *common]
+        self._run(head)
+        for _ in range(self.nodes - 1):
+            worker = [RAY, "start", f"--address={self.address}", "--node-ip-address=127.0.0.1", *_node_ports(), *common]
+            self._run(worker)
+        return self
+
+    def _run(self, command: list[str]) -> None:
+        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+        env.pop("RAY_ADDRESS", None)
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+        if done.returncode != 0:
+            self.stop()
+            raise RuntimeError(f"`{' '.join(command[:3])}` failed: {(done.stderr or done.stdout).strip()[-800:]}")
+
+    def process_ids(self) -> list[int]:
+        """Every process of this cluster: those naming its temp dir and their descendants."""
+        return sorted(process_tree(pids_whose_command_contains(str(self.temp_dir))))
+
+    def raylet_ids(self) -> list[int]:
+        """One raylet per node; a node's workers (ClientApp actors) are its raylet's descendants."""
+        return [pid for pid in pids_whose_command_contains(str(self.temp_dir)) if "/raylet" in command_line(pid)]
+
+    def actors_per_node(self) -> list[int]:
+        """ClientApp actor processes alive on each node now, in raylet order."""
+        counts = []
+        for raylet in self.raylet_ids():
+            counts.append(sum("ClientAppActor" in command_line(pid) for pid in process_tree([raylet])))
+        return counts
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL, this cluster's processes only; remove its temp dir."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            pids = self.process_ids()
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
+                time.sleep(0.2)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def __enter__(self) -> LoopbackRayCluster:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

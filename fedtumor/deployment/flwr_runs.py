@@ -1,0 +1,104 @@
+"""Submitting a run with the `flwr` CLI and judging it by its status, not by an exit code.
+
+`flwr run --stream` exits 0 even when the run failed, and Flower 1.41 answers an unknown
+run-config key with only "Invalid run configuration". So a run config is checked here
+first (one line naming the key), and a run's outcome is its status from `flwr ls`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+RUN_ID_PATTERN = re.compile(r"run (?:with id |id[: ]+)?(\d{6,})", re.IGNORECASE)
+SUCCESS_STATUS = "finished:completed"
+
+
+def validate_run_config(overrides: str, app_dir: Path = REPO) -> str | None:
+    """Check the app's shipped config plus overrides; a one-line error naming the key, or None."""
+    from flwr.common.config import parse_config_args
+
+    from fedtumor.core.config import load_run_config, require_every_key
+    from fedtumor.core.errors import ConfigError
+    from fedtumor.run.folder import preflight
+    from fedtumor.federation.privacy import dp_enabled, with_client_level_dp
+    from fedtumor.federation.registry import build_strategy, load_registry, parse_strategy_config
+
+    with open(app_dir / "pyproject.toml", "rb") as handle:
+        shipped = tomllib.load(handle)["tool"]["flwr"]["app"]["config"]
+    try:
+        require_every_key(shipped)
+        config = load_run_config({**shipped, **parse_config_args([overrides] if overrides else None)})
+        preflight(config)  # issue 6: output folder writable, run name free, resume folder matching
+        parse_strategy_config(load_registry().get(config.strategy), config.strategy_config)
+        if dp_enabled(config):  # refuses a strategy that cannot carry client-level DP
+            with_client_level_dp(build_strategy(config), config)
+    except ConfigError as exc:
+        return str(exc)
+    except Exception as exc:  # unparsable --run-config text
+        return f"cannot parse --run-config {overrides!r}: {exc}"
+    return None
+
+
+def run_status(run_id: str, connection: str, env: Mapping[str, str], cwd: Path = REPO) -> str:
+    """The run's status as the SuperLink reports it, e.g. ``finished:completed`` or ``running``."""
+    out = subprocess.run(
+        ["flwr", "ls", connection, "--run-id", run_id, "--format", "json"],
+        cwd=cwd,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    try:
+        runs = json.loads(out.stdout).get("runs", [])
+    except json.JSONDecodeError:
+        return f"unknown (flwr ls printed: {out.stdout.strip()[:200]} {out.stderr.strip()[:200]})"
+    return runs[0].get("status", "unknown") if runs else "unknown (run not listed)"
+
+
+def wait_for_run(
+    run_id: str, connection: str, env: Mapping[str, str], timeout_s: float, poll_s: float = 3.0, cwd: Path = REPO
+) -> str:
+    """Poll until the run's status starts with ``finished``; the last status seen on timeout."""
+    deadline = time.monotonic() + timeout_s
+    status = "unknown"
+    while time.monotonic() < deadline:
+        status = run_status(run_id, connection, env, cwd)
+        if status.startswith("finished"):
+            return status
+        time.sleep(poll_s)
+    return f"{status} (still not finished after {timeout_s:.0f}s)"
+
+
+def stream_run(
+    connection: str,
+    env: Mapping[str, str],
+    run_config: str = "",
+    extra_args: list[str] = (),
+    app_dir: Path = REPO,
+    echo: Callable[[str], None] = print,
+) -> str | None:
+    """``flwr run --stream``, each line passed to ``echo``; the run id, or None if none was printed."""
+    command = ["flwr", "run", str(app_dir), connection, "--stream", *extra_args]
+    if run_config:
+        command += ["--run-config", run_config]
+    run_id = None
+    with subprocess.Popen(
+        command, cwd=app_dir, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    ) as proc:
+        try:
+            for line in proc.stdout:
+                echo(line.rstrip("\n"))
+                if run_id is None and (match := RUN_ID_PATTERN.search(line)):
+                    run_id = match.group(1)
+        except BaseException:
+            proc.kill()  # on Ctrl-C, do not wait for a log stream that only ends with the run
+            raise
+    return run_id

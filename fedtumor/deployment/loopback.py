@@ -1,0 +1,170 @@
+"""A real deployment on one machine: a SuperLink and SuperNodes as separate processes on 127.0.0.1.
+
+The same processes a coordinating centre and its hospitals run (``flower-superlink``,
+``flower-supernode``), with TLS and SuperNode authentication unless asked otherwise. Used by
+``scripts/local_federation.sh`` and the deployment tests. Every process started here is
+stopped by :meth:`LoopbackFederation.close` (also on errors, through ``with``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from fedtumor.deployment.processes import ManagedProcess, free_port
+from fedtumor.security.certs import CertificateFiles
+from fedtumor.core.errors import ConfigError
+
+CONNECTION = "fedtumor"  # the SuperLink connection name in this federation's FLWR_HOME
+SUPERLINK_READY = "Uvicorn running on"
+SUPERNODE_READY = "SuperNode ID:"
+START_TIMEOUT_S = 60.0
+
+
+def flower_env(flwr_home: Path) -> dict[str, str]:
+    """Environment for Flower's tools: this venv first on PATH, a private FLWR_HOME, no update check."""
+    env = {**os.environ, "FLWR_HOME": str(flwr_home), "FLWR_DISABLE_UPDATE_CHECK": "1"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def _toml_string(value: str, what: str) -> str:
+    if "'" in value or "\n" in value:
+        raise ConfigError(f"{what} {value!r} cannot contain a quote or a newline")
+    return f"'{value}'"
+
+
+def write_connection(flwr_home: Path, address: str, root_certificates: Path | None) -> Path:
+    """Flower's ``config.toml`` with one SuperLink connection; no root certificate means insecure."""
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    security = (
+        f"root-certificates = {_toml_string(str(root_certificates), 'root certificate path')}\n"
+        if root_certificates
+        else "insecure = true\n"
+    )
+    path = flwr_home / "config.toml"
+    path.write_text(
+        f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\naddress = "{address}"\n{security}'
+    )
+    return path
+
+
+class LoopbackFederation:
+    """Start a SuperLink and SuperNodes under ``workdir``; ``certs=None`` runs without TLS."""
+
+    def __init__(self, workdir: Path, certs: CertificateFiles | None, node_auth: bool = True):
+        if node_auth and certs is None:
+            raise ConfigError("node authentication needs TLS: give certificates or turn node_auth off")
+        self.workdir = Path(workdir)
+        self.certs = certs
+        self.node_auth = node_auth
+        self.flwr_home = self.workdir / "flwr-home"
+        self.logs = self.workdir / "logs"
+        self.env = flower_env(self.flwr_home)
+        self.address: str | None = None
+        self.superlink: ManagedProcess | None = None
+        self.supernodes: dict[str, ManagedProcess] = {}
+
+    def __enter__(self) -> LoopbackFederation:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # -- the coordinating centre ------------------------------------------------------
+    def start_superlink(self) -> str:
+        """Start the SuperLink (Fleet, Control and Runtime APIs share one port in Flower 1.41)."""
+        port = free_port()
+        command = [
+            "flower-superlink",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--disable-runtime-dependency-installation",  # the app runs in this venv; no `uv sync`
+        ]
+        if self.certs:
+            command += [
+                "--ssl-ca-certfile",
+                str(self.certs.ca_cert),
+                "--ssl-certfile",
+                str(self.certs.server_cert),
+                "--ssl-keyfile",
+                str(self.certs.server_key),
+            ]
+        else:
+            command.append("--insecure")
+        if self.node_auth:
+            command.append("--enable-supernode-auth")
+        self.superlink = ManagedProcess("superlink", command, self.logs / "superlink.log", self.env, cwd=self.workdir)
+        if not self.superlink.wait_for_log(SUPERLINK_READY, START_TIMEOUT_S):
+            raise RuntimeError(f"the SuperLink did not start; see {self.superlink.log_path}")
+        self.address = f"127.0.0.1:{port}"
+        write_connection(self.flwr_home, self.address, self.certs.ca_cert if self.certs else None)
+        return self.address
+
+    def flwr(self, *args: str, timeout_s: float = 120.0) -> subprocess.CompletedProcess:
+        """Run a ``flwr`` CLI command against this SuperLink."""
+        return subprocess.run(
+            ["flwr", *args], env=self.env, cwd=self.workdir, capture_output=True, text=True, timeout=timeout_s
+        )
+
+    def register_node(self, public_key: Path) -> str:
+        """Register a SuperNode's public key (``flwr supernode register``); returns its node id."""
+        out = self.flwr("supernode", "register", str(public_key), CONNECTION, "--format", "json")
+        try:
+            reply = json.loads(out.stdout)
+        except json.JSONDecodeError:
+            reply = {}
+        if not reply.get("success"):
+            detail = " ".join((out.stdout + out.stderr).split())[:300]
+            raise RuntimeError(f"registering {public_key} failed: {detail}")
+        return str(reply["node-id"])
+
+    def node_statuses(self) -> dict[str, str]:
+        """node id -> status (``registered``, ``online``, ``offline``...) as the SuperLink lists them."""
+        out = self.flwr("supernode", "list", CONNECTION, "--format", "json")
+        try:
+            nodes = json.loads(out.stdout).get("nodes", [])
+        except json.JSONDecodeError:
+            return {}
+        return {str(node["node-id"]): node.get("status", "?") for node in nodes}
+
+    # -- a hospital ---------------------------------------------------------------------
+    def start_supernode(
+        self, name: str, data_dir: Path, private_key: Path | None = None, wait: bool = True
+    ) -> ManagedProcess:
+        """Start a SuperNode for one site; with ``wait``, return once the SuperLink accepted it."""
+        if self.address is None:
+            raise RuntimeError("start the SuperLink first")
+        node_config = f"data-dir={_toml_string(str(data_dir), 'data folder')} site-id={_toml_string(name, 'site id')}"
+        command = [
+            "flower-supernode",
+            "--superlink",
+            self.address,
+            "--node-config",
+            node_config,
+            "--port",
+            str(free_port()),  # the SuperNode's own runtime API, for its ClientApp process
+            "--max-retries",
+            "3",
+        ]
+        command += ["--root-certificates", str(self.certs.ca_cert)] if self.certs else ["--insecure"]
+        if private_key is not None:
+            command += ["--auth-supernode-private-key", str(private_key)]
+        process = ManagedProcess(f"supernode-{name}", command, self.logs / f"supernode-{name}.log", self.env)
+        self.supernodes[name] = process
+        if wait and not process.wait_for_log(SUPERNODE_READY, START_TIMEOUT_S):
+            raise RuntimeError(f"SuperNode {name} was not accepted by the SuperLink; see {process.log_path}")
+        return process
+
+    # -- cleanup ------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop every SuperNode, then the SuperLink, each with all the processes it started."""
+        for process in self.supernodes.values():
+            process.stop()
+        if self.superlink is not None:
+            self.superlink.stop()

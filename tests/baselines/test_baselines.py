@@ -1,0 +1,111 @@
+"""The pooled and local-only baselines: the run config a federation reads, the same budget, the run folder."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from fedtumor.baselines.run_config import APP_DIR, app_run_config
+from data_loaders.synthetic import generate_cohort
+from fedtumor.cli import app
+from fedtumor.core.errors import ConfigError
+
+TINY = "patch-size=32 samples-per-volume=2 batch-size=1 base-filters=4 queue-length=4 augment=false"
+
+
+def test_run_config_is_pyproject_defaults_plus_flower_style_overrides():
+    import tomllib
+
+    shipped = tomllib.loads((APP_DIR / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    config = app_run_config("num-server-rounds=3 data-dir='/data/x' learning-rate=0.5")
+    assert config.num_server_rounds == 3 and config.data_dir == "/data/x" and config.learning_rate == 0.5
+    assert config.patch_size == shipped["patch-size"] and config.spacing_mm == shipped["spacing-mm"]
+    with pytest.raises(
+        ConfigError, match="unknown run-config key 'num-server-round' .did you mean 'num-server-rounds'"
+    ):
+        app_run_config("num-server-round=3")
+    with pytest.raises(ConfigError, match="run-config key 'data-dir': 'rel' must be an absolute path"):
+        app_run_config("data-dir='rel'")
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    root = tmp_path_factory.mktemp("baselines")
+    generate_cohort(root / "cohort", n_sites=2, n_subjects=6, seed=3, shape=64, n_test=1, progress=False)
+    return root
+
+
+@pytest.fixture
+def home(cohort, monkeypatch):
+    monkeypatch.setenv("FEDTUMOR_HOME", str(cohort / "home"))
+    return cohort
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+def held_out_rows(run_dir, scope="global"):
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    return metrics[(metrics.scope == scope) & (metrics.split == "test")]
+
+
+def test_centralized_trains_on_every_sites_training_subjects_and_writes_a_run_folder(home):
+    run_config = (
+        f"num-server-rounds=2 data-dir='{home / 'cohort'}' output-dir='{home / 'runs'}' run-name='pooled' {TINY}"
+    )
+    result = invoke("centralized", "--run-config", run_config, "--no-progress", "--torch-threads", "2")
+    assert result.exit_code == 0, result.output
+    run_dir = home / "runs" / "pooled"
+    for name in ("config.json", "metrics.csv", "summary.json", "final_model.pt", "best_model.pt", "dice_per_round.png"):
+        assert (run_dir / name).stat().st_size > 0, name
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["strategy"] == "centralized" and summary["rounds"] == 2
+    assert set(summary["sites"]) == {"site-1", "site-2"}
+    assert all(math.isfinite(summary["final"][k]) for k in ("dice_et", "dice_tc", "dice_wt", "hd95_wt"))
+    assert sorted(held_out_rows(run_dir).query("metric == 'dice_wt'")["round"]) == [0, 1, 2]
+    # The budget: every round sees each pooled training subject samples-per-volume times.
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    patches = metrics[(metrics.split == "train") & (metrics.metric == "num_patches")]
+    assert patches["value"].tolist() == [2 * sum(summary["sites"].values())] * 2
+    config = json.loads((run_dir / "config.json").read_text())["config"]
+    assert config["baseline"] == "centralized" and config["patch-size"] == 32
+
+
+def test_local_trains_one_model_per_site_on_the_same_budget_and_reports_their_mean(home):
+    run_config = (
+        f"num-server-rounds=1 data-dir='{home / 'cohort'}' output-dir='{home / 'runs'}' run-name='local' {TINY}"
+    )
+    result = invoke("local", "--run-config", run_config, "--no-progress", "--torch-threads", "2")
+    assert result.exit_code == 0, result.output
+    run_dir = home / "runs" / "local"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["strategy"] == "local" and set(summary["per_site_final"]) == {"site-1", "site-2"}
+    for site, subjects in summary["sites"].items():
+        site_dir = run_dir / site
+        assert (site_dir / "final_model.pt").is_file()
+        site_metrics = pd.read_csv(site_dir / "metrics.csv")
+        patches = site_metrics[(site_metrics.split == "train") & (site_metrics.metric == "num_patches")]
+        assert patches["value"].tolist() == [2 * subjects]  # its own subjects only
+    mean = held_out_rows(run_dir).query("metric == 'dice_wt'").set_index("round")["value"]
+    per_site = [
+        held_out_rows(run_dir, s).query("metric == 'dice_wt'").set_index("round")["value"] for s in ("site-1", "site-2")
+    ]
+    assert sorted(mean.index) == [0, 1]
+    assert mean.to_numpy() == pytest.approx(((per_site[0] + per_site[1]) / 2).to_numpy())
+    assert summary["final"]["dice_wt"] == pytest.approx(mean[1])
+
+
+def test_a_bad_key_or_a_missing_site_count_is_one_line_and_exit_2(home):
+    result = CliRunner().invoke(app, ["centralized", "--run-config", "num-server-round=2", "--no-progress"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "error: unknown run-config key 'num-server-round' (did you mean 'num-server-rounds'?)"
+    ]
+    result = CliRunner().invoke(app, ["local", "--run-config", "synth-sites=0", "--no-progress"])
+    assert result.exit_code == 2 and "give --sites" in result.output
+    run_config = f"data-dir='{home / 'cohort'}' output-dir='{home / 'runs'}' run-name='x' {TINY}"
+    result = CliRunner().invoke(app, ["local", "--run-config", run_config, "--only", "site-9", "--no-progress"])
+    assert result.exit_code == 2 and "no site site-9 in this cohort (sites: site-1, site-2)" in result.output
