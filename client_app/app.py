@@ -7,7 +7,6 @@ unusable replies with an error naming the subject and file, so the round goes on
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable
 
 import torch
@@ -15,7 +14,6 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricR
 from flwr.clientapp import ClientApp
 from flwr.common.logger import FLOWER_LOGGER as log
 
-from fedtumor.federation.fault_mod import inject_fault  # test-only switch, off unless fault-injection is set
 from client_app.privacy import clip_update_when_asked
 from data_loaders.pipelines import model_input, patch_batches, patch_queue, regions_array, subject_spacing
 from data_loaders.site import SiteData, load_site
@@ -23,10 +21,25 @@ from fedtumor.core.config import RunConfig, load_run_config
 from fedtumor.core.errors import ConfigError, DataError
 from fedtumor.core.losses import build_loss
 from fedtumor.core.model import build_model
-from fedtumor.core.training import VolumeCase, evaluate_cases, mean_loss, resolve_device, train_epochs
-from fedtumor.federation.client_hooks import REPORT_LOSS_BEFORE_KEY, ClientHooks
-from fedtumor.federation.replies import MANIFEST_KEY, SITE_RECORD_KEY
+from fedtumor.core.training import VolumeCase, evaluate_cases, mean_loss, patch_seed, resolve_device, train_epochs
+from fedtumor.federation.client_hooks import ClientHooks
+from fedtumor.federation.fault_mod import inject_fault  # test-only switch, off unless fault-injection is set
 from fedtumor.federation.registry import client_hooks_for
+from fedtumor.federation.wire import (
+    ARRAYS_KEY,
+    CONFIG_KEY,
+    LEARNING_RATE_KEY,
+    LOCAL_EPOCHS_KEY,
+    LOSS_AFTER_KEY,
+    LOSS_BEFORE_KEY,
+    MANIFEST_KEY,
+    METRICS_KEY,
+    NUM_EXAMPLES_KEY,
+    REPORT_LOSS_BEFORE_KEY,
+    SERVER_ROUND_KEY,
+    SITE_ID_KEY,
+    SITE_RECORD_KEY,
+)
 
 DATA_ERROR_CODE = 100  # an application error code, outside Flower's own range
 
@@ -52,7 +65,7 @@ def _prepare(
         torch.set_num_threads(config.torch_threads)
     site = _site(config, context)
     model = build_model(config.model, config.base_filters)
-    hooks = client_hooks_for(message.content["config"], context.state)
+    hooks = client_hooks_for(message.content[CONFIG_KEY], context.state)
     hooks.load_global(model, message.content)
     return config, site, model, resolve_device(config.device), hooks
 
@@ -60,12 +73,12 @@ def _prepare(
 def _reply(message: Message, site: SiteData, arrays: ArrayRecord | None, metrics: dict) -> Message:
     content = RecordDict(
         {
-            "metrics": MetricRecord(metrics),
-            SITE_RECORD_KEY: ConfigRecord({"site-id": site.site_id, MANIFEST_KEY: site.manifest_sha256}),
+            METRICS_KEY: MetricRecord(metrics),
+            SITE_RECORD_KEY: ConfigRecord({SITE_ID_KEY: site.site_id, MANIFEST_KEY: site.manifest_sha256}),
         }
     )
     if arrays is not None:
-        content["arrays"] = arrays
+        content[ARRAYS_KEY] = arrays
     return Message(content=content, reply_to=message)
 
 
@@ -89,17 +102,17 @@ def _reply_on_bad_input(handler: Callable[[Message, Context], Message]) -> Calla
 @_reply_on_bad_input
 def train(message: Message, context: Context) -> Message:
     config, site, model, device, hooks = _prepare(message, context)
-    server_round = int(message.content["config"].get("server-round", 0))
-    lr = float(message.content["config"].get("learning-rate", config.learning_rate))
-    epochs = int(message.content["config"].get("local-epochs", config.local_epochs))
+    server_round = int(message.content[CONFIG_KEY].get(SERVER_ROUND_KEY, 0))
+    lr = float(message.content[CONFIG_KEY].get(LEARNING_RATE_KEY, config.learning_rate))
+    epochs = int(message.content[CONFIG_KEY].get(LOCAL_EPOCHS_KEY, config.local_epochs))
     # Reproducible patches per site and round, different across both.
-    torch.manual_seed(zlib.crc32(f"{config.seed}/{site.site_id}/{server_round}".encode()))
+    torch.manual_seed(patch_seed(config.seed, site.site_id, server_round))
     queue = patch_queue(site.train, config.patch_size, config.samples_per_volume, config.queue_length, config.augment)
     loss_fn = build_loss(config.loss)
     # Cost-weighted strategies (FedCostWAvg, FedPIDAvg) compare the loss before and after
     # local training, on the same fixed patches and in eval mode.
     probe = None
-    if message.content["config"].get(REPORT_LOSS_BEFORE_KEY, False):
+    if message.content[CONFIG_KEY].get(REPORT_LOSS_BEFORE_KEY, False):
         probe = list(patch_batches(queue, config.batch_size))
         loss_before = mean_loss(model, probe, loss_fn, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -128,10 +141,10 @@ def train(message: Message, context: Context) -> Message:
         "train-seconds": stats.seconds,
     }
     if probe is not None:
-        metrics["loss-before"] = loss_before
-        metrics["loss-after"] = mean_loss(model, probe, loss_fn, device)
+        metrics[LOSS_BEFORE_KEY] = loss_before
+        metrics[LOSS_AFTER_KEY] = mean_loss(model, probe, loss_fn, device)
     arrays = hooks.reply_arrays(model.cpu(), stats.num_steps, lr)
-    arrays, metrics = inject_fault(config, site.site_id, server_round, arrays, metrics, message.content["arrays"])
+    arrays, metrics = inject_fault(config, site.site_id, server_round, arrays, metrics, message.content[ARRAYS_KEY])
     return _reply(message, site, arrays, metrics)
 
 
@@ -141,4 +154,4 @@ def evaluate(message: Message, context: Context) -> Message:
     config, site, model, device, _ = _prepare(message, context)
     cases = (VolumeCase(s["subject_id"], model_input(s), regions_array(s), subject_spacing(s)) for s in site.val)
     means, _, _ = evaluate_cases(model, cases, config.patch_size, device)
-    return _reply(message, site, None, {"num-examples": len(site.val), **means})
+    return _reply(message, site, None, {NUM_EXAMPLES_KEY: len(site.val), **means})

@@ -11,9 +11,9 @@ import torchio as tio
 
 from data_loaders.layouts import MODALITIES, find_subject
 from data_loaders.pipelines import PreprocessingSettings, model_input, preprocessing_transform, raw_subject
-from fedtumor.run.checkpoint import load_checkpoint
 from fedtumor.core.errors import DataError
 from fedtumor.core.training import predict_labels, resolve_device
+from fedtumor.run.checkpoint import load_checkpoint
 
 PREDICTION_KEY = "prediction"
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedtumor.core.errors import DataError
+from fedtumor.core.ordering import natural_key
 
 MODALITIES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")  # canonical names, in channel order
 LAYOUTS: tuple[str, ...] = ("brats2021", "brats2023")
@@ -54,11 +55,6 @@ def expected_name(subject_id: str, modality: str, layout: str) -> str:
         raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
     suffix = next(s for s, canonical in SUFFIXES[layout].items() if canonical == modality)
     return f"{subject_id}{SEPARATORS[layout]}{suffix}.nii.gz"
-
-
-def natural_key(text: str) -> list:
-    """Sort key that orders embedded numbers by value: "site2" before "site10", "2" before "10"."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", str(text))]
 
 
 def _is_hidden(path: Path) -> bool:

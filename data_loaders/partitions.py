@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from data_loaders.layouts import natural_key
 from fedtumor.core.errors import DataError
+from fedtumor.core.ordering import natural_key
 
 PARTITION_COLUMN = "Partition_ID"
 SUBJECT_COLUMN = "Subject_ID"

@@ -22,9 +22,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from data_loaders.layouts import MODALITIES, SubjectFiles, discover_subjects, expected_name, natural_key
+from data_loaders.layouts import MODALITIES, SubjectFiles, discover_subjects, expected_name
 from data_loaders.partitions import partition_ids, read_partitions
 from fedtumor.core.errors import DataError
+from fedtumor.core.ordering import natural_key
 from fedtumor.core.regions import allowed_labels
 
 AFFINE_TOLERANCE = 1e-3  # mm; resampling tools round affines differently below this

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from fedtumor.core.errors import ConfigError, DataError
+from fedtumor.run.files import MODEL_FILES, RESUME_FILE
 
 app = typer.Typer(
     name="fedtumor",
@@ -297,7 +298,7 @@ def audit_verify(run_dir: Path = typer.Argument(..., help="A run folder written 
     from fedtumor.run.audit import verify_run
 
     try:
-        report = verify_run(run_dir, model_files=("final_model.pt", "best_model.pt", "resume_state.pt"))
+        report = verify_run(run_dir, model_files=(*MODEL_FILES, RESUME_FILE))
     except (FileNotFoundError, OSError) as exc:
         fail(str(exc))
     if report.problem is not None:

@@ -33,8 +33,8 @@ from rich.table import Table
 from fedtumor.core.model import build_model
 from fedtumor.federation.conformance import site_reply
 from fedtumor.federation.plugin import Sampling
-from fedtumor.federation.replies import SITE_RECORD_KEY
 from fedtumor.federation.registry import load_registry, parse_strategy_config
+from fedtumor.federation.wire import SITE_RECORD_KEY
 
 ROBUST = {"fedmedian", "fedtrimmedavg", "krum"}
 BASELINE = "flower-fedavg"

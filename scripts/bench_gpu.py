@@ -131,8 +131,8 @@ class GpuMemorySampler(threading.Thread):
 
 def federated_round(args, work: Path, console: Console) -> dict:
     """The same round through Flower with fractional GPUs; per-site speed from metrics.csv."""
-    from fedtumor.bench.probe import run_simulation
     from data_loaders.synthetic import generate_cohort
+    from fedtumor.bench.probe import run_simulation
     from fedtumor.run.writer import read_metrics
 
     cohort = generate_cohort(

@@ -37,19 +37,18 @@ from matplotlib.figure import Figure
 from rich.console import Console
 from rich.progress import Progress
 
-from fedtumor.baselines.run_config import app_run_config
-from fedtumor.baselines.sites import load_sites
-from fedtumor.baselines.trainer import patch_seed
-from fedtumor.bench.probe import round_progress, run_simulation
-from fedtumor.bench.report import machine, markdown_table, print_table, write_record
 from data_loaders.pipelines import patch_batches, patch_queue
 from data_loaders.synthetic import generate_cohort
+from fedtumor.baselines.run_config import app_run_config
+from fedtumor.baselines.sites import load_sites
+from fedtumor.bench.probe import round_progress, run_simulation
+from fedtumor.bench.report import machine, markdown_table, print_table, write_record
 from fedtumor.core.config import RunConfig, fedtumor_home
 from fedtumor.core.errors import ConfigError, DataError
 from fedtumor.core.losses import build_loss
 from fedtumor.core.model import build_model
+from fedtumor.core.training import patch_seed, resolve_device, train_epochs
 from fedtumor.run.writer import read_metrics
-from fedtumor.core.training import resolve_device, train_epochs
 
 
 def parse_args() -> argparse.Namespace:
@@ -89,7 +88,7 @@ def in_process_rounds(config: RunConfig, sites, progress: Progress) -> list[floa
         for site in sites:
             model = build_model(config.model, config.base_filters)
             model.load_state_dict(global_state)
-            torch.manual_seed(patch_seed(config, site.site_id, server_round))
+            torch.manual_seed(patch_seed(config.seed, site.site_id, server_round))
             queue = patch_queue(
                 site.train, config.patch_size, config.samples_per_volume, config.queue_length, config.augment
             )

@@ -31,7 +31,6 @@ from matplotlib.figure import Figure
 from rich.console import Console
 from rich.progress import Progress
 
-from fedtumor.bench.report import machine, markdown_table, print_table, write_record
 from data_loaders.layouts import discover_subjects
 from data_loaders.pipelines import (
     PreprocessingSettings,
@@ -43,6 +42,7 @@ from data_loaders.pipelines import (
     raw_subject,
 )
 from data_loaders.synthetic import generate_cohort
+from fedtumor.bench.report import machine, markdown_table, print_table, write_record
 from fedtumor.core.config import fedtumor_home
 from fedtumor.core.errors import DataError
 from fedtumor.core.regions import BRATS2021_LABELS

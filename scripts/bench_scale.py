@@ -34,12 +34,12 @@ from matplotlib.figure import Figure
 from rich.console import Console
 from rich.progress import Progress
 
+from data_loaders.partitions import partition_ids, read_partitions
+from data_loaders.synthetic import generate_cohort
 from fedtumor.baselines.run_config import app_run_config
 from fedtumor.bench.probe import round_progress, run_simulation
 from fedtumor.bench.ray_cluster import LoopbackRayCluster
 from fedtumor.bench.report import machine, markdown_table, print_table, write_record
-from data_loaders.partitions import partition_ids, read_partitions
-from data_loaders.synthetic import generate_cohort
 from fedtumor.core.config import fedtumor_home
 from fedtumor.core.errors import ConfigError, DataError
 

@@ -44,11 +44,12 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the baselines and fedtumor packages of this checkout
 
+from data_loaders.synthetic import generate_cohort  # noqa: E402
 from fedtumor.baselines.centralized import run_centralized  # noqa: E402
 from fedtumor.baselines.local import run_local  # noqa: E402
 from fedtumor.baselines.run_config import app_run_config  # noqa: E402
-from data_loaders.synthetic import generate_cohort  # noqa: E402
 from fedtumor.core.errors import ConfigError, DataError  # noqa: E402
+from fedtumor.core.metrics import mean_dice  # noqa: E402
 from fedtumor.run.writer import GLOBAL_SCOPE, metric_table, read_metrics, read_summary  # noqa: E402
 
 FEDERATED_METHODS = ("fedavg", "fedprox", "fedbn", "scaffold", "fedcostwavg", "fedpidavg")
@@ -81,10 +82,6 @@ class RunRecord:
     final: dict = field(default_factory=dict)
     per_site_final: dict = field(default_factory=dict)
     mean_dice_per_round: dict = field(default_factory=dict)
-
-
-def mean_dice(metrics: dict) -> float:
-    return sum(metrics[f"dice_{r}"] for r in REGIONS) / len(REGIONS)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -188,8 +188,8 @@ def subject_losses(run_dir: Path, subjects: list, loss_name: str, advance) -> li
     from monai.inferers import sliding_window_inference
 
     from data_loaders.pipelines import model_input, region_target
-    from fedtumor.run.checkpoint import load_checkpoint
     from fedtumor.core.losses import build_loss
+    from fedtumor.run.checkpoint import load_checkpoint
 
     model, meta = load_checkpoint(run_dir / "final_model.pt")
     model.eval()

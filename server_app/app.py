@@ -14,21 +14,23 @@ from flwr.common.logger import FLOWER_LOGGER as log
 from flwr.serverapp import Grid, ServerApp
 
 from data_loaders.site import ensure_synthetic_cohort, load_heldout
-from fedtumor.run.audit import SUMMARY_HEAD_KEY, AuditLog
-from fedtumor.run.checkpoint import save_checkpoint
 from fedtumor.core.config import load_run_config
 from fedtumor.core.errors import ConfigError, DataError
 from fedtumor.core.model import build_model
-from fedtumor.run.plots import draw_run_plots
-from fedtumor.run.writer import CONFIG_FILE, RunWriter
-from fedtumor.run.resume import ResumeState, check_resume, restore_rng_state
-from fedtumor.run.folder import run_dir_for
-from fedtumor.federation.simulated_time import SiteProfiles
-from server_app.evaluation import HeldoutEvaluator
-from server_app.round_close import RoundClose
 from fedtumor.federation.ledger import StudyRecorder
 from fedtumor.federation.privacy import with_client_level_dp
 from fedtumor.federation.registry import build_strategy
+from fedtumor.federation.simulated_time import SiteProfiles
+from fedtumor.federation.wire import LEARNING_RATE_KEY, LOCAL_EPOCHS_KEY
+from fedtumor.run.audit import SUMMARY_HEAD_KEY, AuditLog
+from fedtumor.run.checkpoint import save_checkpoint
+from fedtumor.run.files import CONFIG_FILE, FINAL_MODEL_FILE
+from fedtumor.run.folder import run_dir_for
+from fedtumor.run.plots import draw_run_plots
+from fedtumor.run.resume import ResumeState, check_resume, restore_rng_state
+from fedtumor.run.writer import RunWriter
+from server_app.evaluation import HeldoutEvaluator
+from server_app.round_close import RoundClose
 
 app = ServerApp()
 
@@ -104,7 +106,7 @@ def main(grid: Grid, context: Context) -> None:
             initial_arrays=initial_arrays,
             num_rounds=config.num_server_rounds - offset,
             timeout=config.round_timeout_s,
-            train_config=ConfigRecord({"learning-rate": config.learning_rate, "local-epochs": config.local_epochs}),
+            train_config=ConfigRecord({LEARNING_RATE_KEY: config.learning_rate, LOCAL_EPOCHS_KEY: config.local_epochs}),
             evaluate_fn=close,
         )
     except Exception as exc:
@@ -115,7 +117,7 @@ def main(grid: Grid, context: Context) -> None:
         raise
 
     final_state = {key: torch.from_numpy(value) for key, value in close.last_arrays.items()}
-    save_checkpoint(writer.model_path("final_model.pt"), final_state, config, close.last_round)
+    save_checkpoint(writer.model_path(FINAL_MODEL_FILE), final_state, config, close.last_round)
     head = audit.append("run-end", final_round=close.last_round, model_sha256=close.last_model_sha256)
     summary = recorder.summary(
         config, n_nodes, wall_time_s=time.perf_counter() - started, strategy_parameters=strategy.plugin_parameters

@@ -6,13 +6,15 @@ import torchio as tio
 from flwr.app import ArrayRecord, MetricRecord
 
 from data_loaders.pipelines import model_input, regions_array, subject_spacing
-from fedtumor.run.checkpoint import save_checkpoint
 from fedtumor.core.config import RunConfig
+from fedtumor.core.metrics import mean_dice
 from fedtumor.core.model import build_model
 from fedtumor.core.regions import regions_to_labels
-from fedtumor.run.writer import RunWriter
 from fedtumor.core.training import VolumeCase, evaluate_cases, resolve_device
-from fedtumor.federation.ledger import StudyRecorder, mean_dice
+from fedtumor.federation.ledger import StudyRecorder
+from fedtumor.run.checkpoint import save_checkpoint
+from fedtumor.run.files import BEST_MODEL_FILE
+from fedtumor.run.writer import RunWriter
 
 
 class HeldoutEvaluator:
@@ -41,7 +43,7 @@ class HeldoutEvaluator:
         self.recorder.record_test(server_round, means)
         if server_round >= 1 and mean_dice(means) > self.best_mean_dice:
             self.best_mean_dice = mean_dice(means)
-            save_checkpoint(self.writer.model_path("best_model.pt"), state, self.config, server_round)
+            save_checkpoint(self.writer.model_path(BEST_MODEL_FILE), state, self.config, server_round)
         if server_round == self.config.num_server_rounds:
             self.writer.write_overlay_case(
                 subject_id=overlay_case.subject_id,

@@ -16,12 +16,12 @@ import numpy as np
 from flwr.app import ArrayRecord, MetricRecord
 from flwr.common.logger import FLOWER_LOGGER as log
 
-from fedtumor.run.audit import AuditLog, model_sha256
-from fedtumor.run.writer import GLOBAL_SCOPE, RunWriter
-from fedtumor.run.resume import ResumeState, rng_state, save_resume_state
 from fedtumor.federation.ledger import StudyRecorder
-
-MANIFESTS_FILE = "data_manifests.json"
+from fedtumor.federation.wire import NUM_EXAMPLES_KEY
+from fedtumor.run.audit import AuditLog, model_sha256
+from fedtumor.run.files import MANIFESTS_FILE
+from fedtumor.run.resume import ResumeState, rng_state, save_resume_state
+from fedtumor.run.writer import GLOBAL_SCOPE, RunWriter
 
 
 def plain_metrics(metrics: MetricRecord | dict | None) -> dict[str, float]:
@@ -115,7 +115,7 @@ class RoundClose:
                 }
                 section["updates"] = {
                     reply.site_id: {
-                        "num_examples": int(reply.metrics.get("num-examples", 0)),
+                        "num_examples": int(reply.metrics.get(NUM_EXAMPLES_KEY, 0)),
                         "update_norm": reply.update_norm,
                         "data_manifest_sha256": reply.data_manifest_sha256,
                     }

@@ -3,8 +3,8 @@
 from flwr.app import Array, ArrayRecord
 from flwr.serverapp.strategy import FedAdam as FlowerFedAdam
 
-from fedtumor.federation.strategy import FedTumorStrategy
 from fedtumor.federation.plugin import FlowerStrategyPlugin, Parameter
+from fedtumor.federation.strategy import FedTumorStrategy
 
 
 class FedAdam(FedTumorStrategy, FlowerFedAdam):

@@ -2,8 +2,8 @@
 
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
-from fedtumor.federation.strategy import FedTumorStrategy
 from fedtumor.federation.plugin import FlowerStrategyPlugin
+from fedtumor.federation.strategy import FedTumorStrategy
 
 
 class FedAvg(FedTumorStrategy, FlowerFedAvg):

@@ -3,8 +3,8 @@
 import numpy as np
 from flwr.serverapp.strategy import FedAvgM as FlowerFedAvgM
 
-from fedtumor.federation.strategy import FedTumorStrategy
 from fedtumor.federation.plugin import FlowerStrategyPlugin, Parameter
+from fedtumor.federation.strategy import FedTumorStrategy
 
 
 class FedAvgM(FedTumorStrategy, FlowerFedAvgM):

@@ -24,9 +24,9 @@ import torch
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
-from fedtumor.federation.strategy import FedTumorStrategy
 from fedtumor.federation.client_hooks import ClientHooks
 from fedtumor.federation.plugin import FlowerStrategyPlugin
+from fedtumor.federation.strategy import FedTumorStrategy
 
 LOCAL_NORMS_KEY = "fedbn-local-norms"  # ArrayRecord in the node's context.state
 NORM_TYPES: tuple[type[torch.nn.Module], ...] = (

@@ -32,14 +32,10 @@ from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
 from fedtumor.core.errors import ConfigError
 from fedtumor.federation.array_views import weighted_sum
-from fedtumor.federation.strategy import FedTumorStrategy
-from fedtumor.federation.client_hooks import REPORT_LOSS_BEFORE_KEY
 from fedtumor.federation.plugin import FlowerStrategyPlugin, Parameter, ParameterValue, Sampling
 from fedtumor.federation.replies import describe_reply
-
-LOSS_KEY = "loss"
-LOSS_BEFORE_KEY = "loss-before"
-LOSS_AFTER_KEY = "loss-after"
+from fedtumor.federation.strategy import FedTumorStrategy
+from fedtumor.federation.wire import LOSS_AFTER_KEY, LOSS_BEFORE_KEY, LOSS_KEY, REPORT_LOSS_BEFORE_KEY
 
 
 def shares(values: Sequence[float]) -> list[float]:

@@ -39,11 +39,11 @@ from flwr.app import Message
 from flwr.common.logger import FLOWER_LOGGER as log
 
 from fedtumor.core.errors import ConfigError
-from fedtumor.federation.strategy import FedTumorStrategy
-from fedtumor.federation.client_hooks import REPORT_LOSS_BEFORE_KEY
-from strategies.fedcostwavg import LOSS_BEFORE_KEY, LOSS_KEY, FlowerFedCostWAvg, costs, costs_after, shares
 from fedtumor.federation.plugin import FlowerStrategyPlugin, Parameter, ParameterValue, Sampling
 from fedtumor.federation.replies import describe_reply
+from fedtumor.federation.strategy import FedTumorStrategy
+from fedtumor.federation.wire import LOSS_BEFORE_KEY, LOSS_KEY, REPORT_LOSS_BEFORE_KEY
+from strategies.fedcostwavg import FlowerFedCostWAvg, costs, costs_after, shares
 
 
 class FlowerFedPIDAvg(FlowerFedCostWAvg):

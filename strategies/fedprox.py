@@ -7,9 +7,9 @@ import torch
 from flwr.app import RecordDict
 from flwr.serverapp.strategy import FedProx as FlowerFedProx
 
-from fedtumor.federation.strategy import FedTumorStrategy
 from fedtumor.federation.client_hooks import ClientHooks
 from fedtumor.federation.plugin import FlowerStrategyPlugin, Parameter
+from fedtumor.federation.strategy import FedTumorStrategy
 
 
 class FedProx(FedTumorStrategy, FlowerFedProx):

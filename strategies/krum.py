@@ -2,8 +2,8 @@
 
 from flwr.serverapp.strategy import Krum as FlowerKrum
 
-from fedtumor.federation.strategy import FedTumorStrategy
 from fedtumor.federation.plugin import FlowerStrategyPlugin, Parameter
+from fedtumor.federation.strategy import FedTumorStrategy
 
 
 class Krum(FedTumorStrategy, FlowerKrum):

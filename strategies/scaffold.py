@@ -39,9 +39,9 @@ from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
 from fedtumor.core.errors import ConfigError
 from fedtumor.federation.array_views import array_view, weighted_sum
-from fedtumor.federation.strategy import FedTumorStrategy
 from fedtumor.federation.client_hooks import ClientHooks
 from fedtumor.federation.plugin import FlowerStrategyPlugin, Parameter, ParameterValue, Sampling
+from fedtumor.federation.strategy import FedTumorStrategy
 
 CONTROL_KEY = "scaffold-control"  # ArrayRecord in every train message: the server's c
 DELTA_PREFIX = "scaffold-delta/"  # reply arrays: c_i+ - c_i per parameter

@@ -10,7 +10,6 @@ non-federated model keeps its optimiser state), and no aggregation in between.
 from __future__ import annotations
 
 import time
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -20,14 +19,16 @@ import torchio as tio
 from rich.progress import Progress
 
 from data_loaders.pipelines import model_input, patch_batches, patch_queue, regions_array, subject_spacing
-from fedtumor.run.checkpoint import save_checkpoint
 from fedtumor.core.config import RunConfig
 from fedtumor.core.losses import build_loss
+from fedtumor.core.metrics import mean_dice
 from fedtumor.core.model import build_model
-from fedtumor.run.plots import draw_run_plots
 from fedtumor.core.regions import regions_to_labels
+from fedtumor.core.training import VolumeCase, evaluate_cases, patch_seed, resolve_device, train_epochs
+from fedtumor.run.checkpoint import save_checkpoint
+from fedtumor.run.files import BEST_MODEL_FILE, FINAL_MODEL_FILE
+from fedtumor.run.plots import draw_run_plots
 from fedtumor.run.writer import GLOBAL_SCOPE, RunWriter
-from fedtumor.core.training import VolumeCase, evaluate_cases, resolve_device, train_epochs
 
 SUMMARY_METRICS = ("dice_et", "dice_tc", "dice_wt", "hd95_et", "hd95_tc", "hd95_wt")
 
@@ -42,18 +43,9 @@ class BaselineJob:
     sites: Mapping[str, int]  # site id -> training subjects it contributes
 
 
-def mean_dice(metrics: Mapping[str, float]) -> float:
-    return (metrics["dice_et"] + metrics["dice_tc"] + metrics["dice_wt"]) / 3
-
-
 def test_cases(subjects: Sequence[tio.Subject]) -> list[VolumeCase]:
     """Held-out cases as the ServerApp scores them (whole volumes, BraTS regions, voxel spacing)."""
     return [VolumeCase(s["subject_id"], model_input(s), regions_array(s), subject_spacing(s)) for s in subjects]
-
-
-def patch_seed(config: RunConfig, stream: str, server_round: int) -> int:
-    """The seed the federated ClientApp uses for a site's patches in a round."""
-    return zlib.crc32(f"{config.seed}/{stream}/{server_round}".encode())
 
 
 def train_baseline(
@@ -98,7 +90,7 @@ def train_baseline(
     overlay = cases[0]
     for server_round in range(rounds + 1):
         if server_round >= 1:
-            torch.manual_seed(patch_seed(config, job.patch_stream, server_round))
+            torch.manual_seed(patch_seed(config.seed, job.patch_stream, server_round))
             queue = patch_queue(
                 job.train_subjects, config.patch_size, config.samples_per_volume, config.queue_length, config.augment
             )
@@ -130,7 +122,7 @@ def train_baseline(
         history[server_round] = means
         if server_round >= 1 and mean_dice(means) > best:
             best = mean_dice(means)
-            save_checkpoint(writer.model_path("best_model.pt"), model.state_dict(), config)
+            save_checkpoint(writer.model_path(BEST_MODEL_FILE), model.state_dict(), config)
         if progress is not None and server_round >= 1:
             progress.update(round_task, advance=1)
             progress.update(patch_task, completed=server_round * patches_per_round)
@@ -142,7 +134,7 @@ def train_baseline(
         prediction=kept,
         round=rounds,
     )
-    save_checkpoint(writer.model_path("final_model.pt"), model.state_dict(), config)
+    save_checkpoint(writer.model_path(FINAL_MODEL_FILE), model.state_dict(), config)
     summary = run_summary(config, job.kind, job.sites, history, time.perf_counter() - started)
     writer.write_summary(summary)
     draw_run_plots(writer.run_dir)

@@ -328,3 +328,8 @@ def score_files(pred_path: Path | str, ref_path: Path | str) -> dict[str, dict[s
     return region_scores(
         labels_to_regions(pred_label, pred_convention), labels_to_regions(ref_label, ref_convention), ref_zooms
     )
+
+
+def mean_dice(metrics: dict[str, float]) -> float:
+    """Mean of the ET, TC and WT Dice in a metrics mapping (``dice_et``, ``dice_tc``, ``dice_wt``)."""
+    return (metrics["dice_et"] + metrics["dice_tc"] + metrics["dice_wt"]) / 3

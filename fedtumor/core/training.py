@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -159,3 +160,12 @@ def flatten_scores(scores: dict[str, dict[str, float]]) -> dict[str, float]:
     return {
         f"{metric}_{region.lower()}": float(value) for region in REGIONS for metric, value in scores[region].items()
     }
+
+
+def patch_seed(seed: int, stream: str, server_round: int) -> int:
+    """The torch seed for one site's patches in one round: reproducible, different across sites and rounds.
+
+    The federated ClientApp and the baselines use the same seed, so a baseline that trains on
+    a site's data (``stream`` = its site id) draws exactly that site's federated patches.
+    """
+    return zlib.crc32(f"{seed}/{stream}/{server_round}".encode())

@@ -26,9 +26,9 @@ def validate_run_config(overrides: str, app_dir: Path = REPO) -> str | None:
 
     from fedtumor.core.config import load_run_config, require_every_key
     from fedtumor.core.errors import ConfigError
-    from fedtumor.run.folder import preflight
     from fedtumor.federation.privacy import dp_enabled, with_client_level_dp
     from fedtumor.federation.registry import build_strategy, load_registry, parse_strategy_config
+    from fedtumor.run.folder import preflight
 
     with open(app_dir / "pyproject.toml", "rb") as handle:
         shipped = tomllib.load(handle)["tool"]["flwr"]["app"]["config"]

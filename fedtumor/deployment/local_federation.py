@@ -22,9 +22,9 @@ from pathlib import Path
 
 from rich.console import Console
 
+from fedtumor.core.errors import ConfigError, DataError
 from fedtumor.deployment.flwr_runs import REPO, SUCCESS_STATUS, stream_run, validate_run_config, wait_for_run
 from fedtumor.deployment.loopback import CONNECTION, LoopbackFederation
-from fedtumor.core.errors import ConfigError, DataError
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 console = Console(highlight=False, soft_wrap=True)  # paths stay whole, for people and parsers

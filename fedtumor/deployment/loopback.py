@@ -14,9 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fedtumor.core.errors import ConfigError
 from fedtumor.deployment.processes import ManagedProcess, free_port
 from fedtumor.security.certs import CertificateFiles
-from fedtumor.core.errors import ConfigError
 
 CONNECTION = "fedtumor"  # the SuperLink connection name in this federation's FLWR_HOME
 SUPERLINK_READY = "Uvicorn running on"

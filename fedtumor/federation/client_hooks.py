@@ -21,10 +21,9 @@ from typing import Any
 import torch
 from flwr.app import ArrayRecord, RecordDict
 
-CLIENT_HOOK_KEY = "client-hook"
-ARRAYS_KEY = "arrays"
+from fedtumor.federation.wire import ARRAYS_KEY
+
 # Round-config flag: the site also reports `loss-before`, the received model's training loss.
-REPORT_LOSS_BEFORE_KEY = "report-loss-before"
 
 
 class ClientHooks:

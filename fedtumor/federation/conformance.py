@@ -46,11 +46,26 @@ from rich.markup import escape
 from rich.table import Table
 
 from fedtumor.core.config import RunConfig
-from fedtumor.federation.strategy import FedTumorStrategy
-from fedtumor.federation.client_hooks import ARRAYS_KEY, CLIENT_HOOK_KEY, REPORT_LOSS_BEFORE_KEY
 from fedtumor.federation.plugin import StrategyPlugin
-from fedtumor.federation.replies import SITE_RECORD_KEY, SiteReply
 from fedtumor.federation.registry import Registry, build_strategy, client_hooks_for, load_registry
+from fedtumor.federation.replies import SiteReply
+from fedtumor.federation.strategy import FedTumorStrategy
+from fedtumor.federation.wire import (
+    ARRAYS_KEY,
+    CLIENT_HOOK_KEY,
+    CONFIG_KEY,
+    LEARNING_RATE_KEY,
+    LOCAL_EPOCHS_KEY,
+    LOSS_BEFORE_KEY,
+    LOSS_KEY,
+    METRICS_KEY,
+    NUM_EXAMPLES_KEY,
+    NUM_PATCHES_KEY,
+    REPORT_LOSS_BEFORE_KEY,
+    SITE_ID_KEY,
+    SITE_RECORD_KEY,
+    TRAIN_SECONDS_KEY,
+)
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 NUM_NODES = 5
@@ -176,7 +191,7 @@ class Harness:
         return FakeGrid(site.node_id for site in self.sites)
 
     def configure_train(self, strategy: Strategy, server_round: int, arrays: ArrayRecord) -> list[Message]:
-        train_config = ConfigRecord({"learning-rate": LEARNING_RATE, "local-epochs": 1})
+        train_config = ConfigRecord({LEARNING_RATE_KEY: LEARNING_RATE, LOCAL_EPOCHS_KEY: 1})
         messages = strategy.configure_train(server_round, arrays, train_config, self.grid())
         return sorted(messages, key=lambda m: m.metadata.dst_node_id)
 
@@ -189,16 +204,16 @@ class Harness:
         """Local training through the plugin's hooks; with ``target`` the site's model is set to it instead."""
         site = self.site(message.metadata.dst_node_id)
         content = _wire(message.content)
-        config = content["config"]
+        config = content[CONFIG_KEY]
         hooks = client_hooks_for(config, site.state, self.registry)
         model = TinySegmenter()
         hooks.load_global(model, content)
         metrics: dict[str, float | int] = {}
         if config.get(REPORT_LOSS_BEFORE_KEY, False):
             with torch.no_grad():
-                metrics["loss-before"] = float(_loss(model, site.inputs, site.targets))
+                metrics[LOSS_BEFORE_KEY] = float(_loss(model, site.inputs, site.targets))
         started = time.perf_counter()
-        lr = float(config.get("learning-rate", LEARNING_RATE))
+        lr = float(config.get(LEARNING_RATE_KEY, LEARNING_RATE))
         if target is None:
             optimizer = torch.optim.Adam(model.parameters(), lr=lr)
             for _ in range(LOCAL_STEPS):
@@ -212,15 +227,15 @@ class Harness:
         else:
             model.load_state_dict(target)
         with torch.no_grad():
-            metrics["loss"] = float(_loss(model, site.inputs, site.targets))
-        metrics["num-examples"] = site.num_examples
-        metrics["num-patches"] = LOCAL_STEPS * site.inputs.shape[0]
-        metrics["train-seconds"] = time.perf_counter() - started
+            metrics[LOSS_KEY] = float(_loss(model, site.inputs, site.targets))
+        metrics[NUM_EXAMPLES_KEY] = site.num_examples
+        metrics[NUM_PATCHES_KEY] = LOCAL_STEPS * site.inputs.shape[0]
+        metrics[TRAIN_SECONDS_KEY] = time.perf_counter() - started
         reply = RecordDict(
             {
                 ARRAYS_KEY: hooks.reply_arrays(model, LOCAL_STEPS, lr),
-                "metrics": MetricRecord(metrics),
-                SITE_RECORD_KEY: ConfigRecord({"site-id": site.site_id}),
+                METRICS_KEY: MetricRecord(metrics),
+                SITE_RECORD_KEY: ConfigRecord({SITE_ID_KEY: site.site_id}),
             }
         )
         site.state = _wire(site.state)  # the node's state as its next message finds it
@@ -230,7 +245,7 @@ class Harness:
         """The hooks load the global model, the site reports its loss."""
         site = self.site(message.metadata.dst_node_id)
         content = _wire(message.content)
-        hooks = client_hooks_for(content["config"], site.state, self.registry)
+        hooks = client_hooks_for(content[CONFIG_KEY], site.state, self.registry)
         model = TinySegmenter()
         hooks.load_global(model, content)
         with torch.no_grad():
@@ -238,8 +253,8 @@ class Harness:
         site.state = _wire(site.state)
         reply = RecordDict(
             {
-                "metrics": MetricRecord({"num-examples": site.num_examples, "loss": loss}),
-                SITE_RECORD_KEY: ConfigRecord({"site-id": site.site_id}),
+                METRICS_KEY: MetricRecord({NUM_EXAMPLES_KEY: site.num_examples, LOSS_KEY: loss}),
+                SITE_RECORD_KEY: ConfigRecord({SITE_ID_KEY: site.site_id}),
             }
         )
         return Message(_wire(reply), reply_to=message)
@@ -469,7 +484,7 @@ def _hook_config_problem(h: Harness, server_round: int, phase: str, messages: li
     if hooks_class is None:
         return None
     for message in messages:
-        config = message.content["config"]
+        config = message.content[CONFIG_KEY]
         if config.get(CLIENT_HOOK_KEY) != h.plugin.name:
             return (
                 f"round {server_round}: {phase} config has {CLIENT_HOOK_KEY}={config.get(CLIENT_HOOK_KEY)!r}, "
@@ -494,7 +509,7 @@ def check_rounds_and_state(h: Harness) -> Outcome:
             return _fail(f"round {server_round}: configure_train sent no messages")
         if problem := _hook_config_problem(h, server_round, "train", messages):
             return _fail(problem)
-        asked_loss_before |= any(m.content["config"].get(REPORT_LOSS_BEFORE_KEY, False) for m in messages)
+        asked_loss_before |= any(m.content[CONFIG_KEY].get(REPORT_LOSS_BEFORE_KEY, False) for m in messages)
         if server_round == NUM_ROUNDS:
             lost = {h.site(n).site_id: sorted(keys - set(h.site(n).state)) for n, keys in kept.items()}
             if any(lost.values()):

@@ -16,6 +16,7 @@ from flwr.common.logger import FLOWER_LOGGER as log
 
 from fedtumor.core.config import RunConfig
 from fedtumor.federation.faults import fault_for
+from fedtumor.federation.wire import NUM_EXAMPLES_KEY
 
 TIMEOUT_MARGIN_S = 5.0  # sleep this much past the round timeout
 SCALE_FACTOR = 1000.0
@@ -49,7 +50,7 @@ def inject_fault(
         time.sleep(config.round_timeout_s + TIMEOUT_MARGIN_S)
         return arrays, metrics
     if kind == "zero-examples":
-        return arrays, {**metrics, "num-examples": 0}
+        return arrays, {**metrics, NUM_EXAMPLES_KEY: 0}
     changed = dict(arrays.items())
     key = _first_float_key(arrays)
     values = arrays[key].numpy()

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -60,13 +59,21 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from fedtumor.core.ordering import natural_key
 from fedtumor.federation.simulated_time import SiteProfile, SiteProfiles
+from fedtumor.federation.wire import (
+    LEARNING_RATE_KEY,
+    LOCAL_EPOCHS_KEY,
+    LOSS_BEFORE_KEY,
+    LOSS_KEY,
+    NUM_EXAMPLES_KEY,
+    NUM_PATCHES_KEY,
+    TRAIN_SECONDS_KEY,
+)
 
 if TYPE_CHECKING:
     from fedtumor.federation.replies import SiteReply
 
-LEARNING_RATE_KEY = "learning-rate"
-LOCAL_EPOCHS_KEY = "local-epochs"
 HYPERPARAMETER_KEYS = (LEARNING_RATE_KEY, LOCAL_EPOCHS_KEY)
 
 
@@ -116,7 +123,7 @@ class RoundRecord:
 
     def mean_train_loss(self) -> float | None:
         """Training loss averaged over the sites, weighted by training subjects."""
-        pairs = [(m["loss"], m.get("num-examples", 1.0)) for m in self.train.values() if "loss" in m]
+        pairs = [(m[LOSS_KEY], m.get(NUM_EXAMPLES_KEY, 1.0)) for m in self.train.values() if "loss" in m]
         total = sum(weight for _, weight in pairs)
         return sum(loss * weight for loss, weight in pairs) / total if total > 0 else None
 
@@ -343,15 +350,11 @@ def checked_hyperparameters(values: Any, server_round: int, schedule: Any) -> di
 # ----------------------------------------------------------------------------- the server's ledger
 
 
-def _natural_key(text: str) -> list[Any]:
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
-
-
 def site_order(site: SiteInfo) -> tuple:
     """Known sites by site id (natural order), then unknown ones by node id."""
     if site.site_id is None:
         return (1, [], site.node_id)
-    return (0, _natural_key(site.site_id), site.node_id)
+    return (0, natural_key(site.site_id), site.node_id)
 
 
 def _int_or_none(value: float | None) -> int | None:
@@ -444,11 +447,11 @@ class FetsLedger:
             changes["profile"] = profiles[reply.site_id]
         if reply.phase == "train":
             changes.update(
-                num_examples=_int_or_none(metrics.get("num-examples")),
-                loss=metrics.get("loss"),
-                loss_before=metrics.get("loss-before"),
-                num_patches=_int_or_none(metrics.get("num-patches")),
-                train_seconds=metrics.get("train-seconds"),
+                num_examples=_int_or_none(metrics.get(NUM_EXAMPLES_KEY)),
+                loss=metrics.get(LOSS_KEY),
+                loss_before=metrics.get(LOSS_BEFORE_KEY),
+                num_patches=_int_or_none(metrics.get(NUM_PATCHES_KEY)),
+                train_seconds=metrics.get(TRAIN_SECONDS_KEY),
                 last_trained_round=reply.server_round,
                 rounds_trained=site.rounds_trained + 1,
                 train_metrics=metrics,
@@ -456,7 +459,7 @@ class FetsLedger:
             profile = changes.get("profile") or site.profile
             if profile is not None:
                 seconds = profile.round_seconds(
-                    reply.download_bytes, metrics.get("num-patches", 0.0), reply.upload_bytes
+                    reply.download_bytes, metrics.get(NUM_PATCHES_KEY, 0.0), reply.upload_bytes
                 )
                 changes["simulated_s"] = seconds
                 if record is not None:
@@ -464,7 +467,7 @@ class FetsLedger:
             if record is not None:
                 record.train[reply.node_id] = metrics
         else:
-            changes.update(num_val_examples=_int_or_none(metrics.get("num-examples")), val_metrics=metrics)
+            changes.update(num_val_examples=_int_or_none(metrics.get(NUM_EXAMPLES_KEY)), val_metrics=metrics)
             if record is not None:
                 record.evaluate[reply.node_id] = metrics
         self.sites[reply.node_id] = dataclasses.replace(site, **changes)

@@ -15,10 +15,12 @@ from collections import defaultdict
 from flwr.common.logger import FLOWER_LOGGER as log
 
 from fedtumor.core.config import RunConfig
-from fedtumor.run.writer import GLOBAL_SCOPE, RunWriter
-from fedtumor.federation.simulated_time import SiteProfiles, convergence_score, round_duration
+from fedtumor.core.metrics import mean_dice
 from fedtumor.federation.privacy import privacy_summary
 from fedtumor.federation.replies import SiteReply
+from fedtumor.federation.simulated_time import SiteProfiles, convergence_score, round_duration
+from fedtumor.federation.wire import NUM_EXAMPLES_KEY, NUM_PATCHES_KEY
+from fedtumor.run.writer import GLOBAL_SCOPE, RunWriter
 
 SPLIT_OF_PHASE = {"train": "train", "evaluate": "val"}
 SUMMARY_METRICS = ("dice_et", "dice_tc", "dice_wt", "hd95_et", "hd95_tc", "hd95_wt")
@@ -66,11 +68,11 @@ class StudyRecorder:
             return
         self.successes[(reply.server_round, reply.phase)].append(reply.site_id)
         if reply.phase == "train":
-            self.sites[reply.site_id] = reply.metrics.get("num-examples", 0.0)
+            self.sites[reply.site_id] = reply.metrics.get(NUM_EXAMPLES_KEY, 0.0)
         metrics = {metric_name(k): v for k, v in reply.metrics.items()}
         if reply.phase == "train" and self.profiles is not None:
             seconds = self.profiles[reply.site_id].round_seconds(
-                reply.download_bytes, reply.metrics.get("num-patches", 0.0), reply.upload_bytes
+                reply.download_bytes, reply.metrics.get(NUM_PATCHES_KEY, 0.0), reply.upload_bytes
             )
             self.site_seconds[reply.server_round][reply.site_id] = seconds
             metrics["simulated_s"] = seconds
@@ -154,7 +156,3 @@ class StudyRecorder:
         return convergence_score(
             [self.round_end_s[r] for r in rounds], [mean_dice(self.test_history[r]) for r in rounds], budget_s
         )
-
-
-def mean_dice(metrics: dict[str, float]) -> float:
-    return (metrics["dice_et"] + metrics["dice_tc"] + metrics["dice_wt"]) / 3

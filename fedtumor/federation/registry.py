@@ -17,9 +17,10 @@ from flwr.serverapp.strategy import Strategy
 
 from fedtumor.core.config import RunConfig
 from fedtumor.core.errors import ConfigError
-from fedtumor.federation.client_hooks import CLIENT_HOOK_KEY, ClientHooks
+from fedtumor.federation.client_hooks import ClientHooks
 from fedtumor.federation.fets_hooks import hyperparameters_from_spec, selector_from_spec
 from fedtumor.federation.plugin import ParameterValue, Sampling, StrategyPlugin
+from fedtumor.federation.wire import CLIENT_HOOK_KEY
 
 ENTRY_POINT_GROUP = "fedtumor.strategies"
 

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from flwr.app import ArrayRecord, Message
 
-SITE_RECORD_KEY = "site"  # ConfigRecord in each reply: {"site-id": "...", "data-manifest-sha256": "..."}
-MANIFEST_KEY = "data-manifest-sha256"  # data_loaders/manifest.py: hash of the site's files
+from fedtumor.federation.wire import MANIFEST_KEY, SITE_ID_KEY, SITE_RECORD_KEY
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,7 @@ def describe_reply(server_round: int, phase: str, message: Message) -> SiteReply
         return SiteReply(server_round, phase, node_id, f"node-{node_id}", error=message.error.reason)
     content = message.content
     site = content.config_records.get(SITE_RECORD_KEY)
-    site_id = str(site["site-id"]) if site and "site-id" in site else f"node-{node_id}"
+    site_id = str(site[SITE_ID_KEY]) if site and "site-id" in site else f"node-{node_id}"
     manifest = str(site[MANIFEST_KEY]) if site and site.get(MANIFEST_KEY) else None
     metrics: dict[str, float] = {}
     for record in content.metric_records.values():

@@ -8,8 +8,7 @@ import numpy as np
 from flwr.app import ArrayRecord, Message
 
 from fedtumor.federation.array_views import all_finite, array_view
-
-WEIGHT_KEY = "num-examples"
+from fedtumor.federation.wire import NUM_EXAMPLES_KEY
 
 
 def _is_positive_integer(value: object) -> bool:
@@ -35,11 +34,11 @@ def reply_problem(message: Message, sent: ArrayRecord | None, extra_prefixes: tu
     if len(records[0]) == 0:
         return "the ArrayRecord holds no arrays"
     metrics = list(content.metric_records.values())
-    if len(metrics) != 1 or WEIGHT_KEY not in metrics[0]:
-        return f"missing '{WEIGHT_KEY}' in the reply's MetricRecord"
-    weight = metrics[0][WEIGHT_KEY]
+    if len(metrics) != 1 or NUM_EXAMPLES_KEY not in metrics[0]:
+        return f"missing '{NUM_EXAMPLES_KEY}' in the reply's MetricRecord"
+    weight = metrics[0][NUM_EXAMPLES_KEY]
     if not _is_positive_integer(weight):
-        return f"'{WEIGHT_KEY}' must be a positive integer, got {weight!r}"
+        return f"'{NUM_EXAMPLES_KEY}' must be a positive integer, got {weight!r}"
     for key, array in records[0].items():
         if sent is not None and key in sent:
             expected = sent[key]

@@ -26,7 +26,6 @@ across a resume (override them, calling ``super()``, in strategies that keep sta
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -35,11 +34,12 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common.logger import FLOWER_LOGGER as log
 from flwr.serverapp import Grid
 
-from fedtumor.federation.simulated_time import SiteProfiles
-from fedtumor.federation.client_hooks import CLIENT_HOOK_KEY
+from fedtumor.core.ordering import natural_key
 from fedtumor.federation.fets_hooks import CollaboratorSelector, FetsLedger, RoundHyperparameters, all_sites, constant
 from fedtumor.federation.replies import SiteReply, SiteReplyListener, array_record_bytes, describe_reply
 from fedtumor.federation.reply_checks import norm_problem, reply_problem, update_norm
+from fedtumor.federation.simulated_time import SiteProfiles
+from fedtumor.federation.wire import CLIENT_HOOK_KEY
 
 NO_REPLY = "no reply before the round timeout (round-timeout-s)"
 
@@ -54,10 +54,6 @@ def _one_line(text: str, limit: int = 300) -> str:
     if "Message: " in text:  # Flower's ClientAppException: keep the ClientApp's own message
         text = text.rsplit("Message: ", 1)[1].rstrip("'>) ")
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _natural_key(text: str) -> list:
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
 class FedTumorStrategy:
@@ -180,7 +176,7 @@ class FedTumorStrategy:
             self._notify(reply)
             kept.append((reply.site_id, message))
         # Site-id order: the same replies give the same float sums whatever order they arrived in.
-        kept.sort(key=lambda pair: _natural_key(pair[0]))
+        kept.sort(key=lambda pair: natural_key(pair[0]))
         return [message for _, message in kept]
 
     def check_enough_replies(self, server_round: int, sound: list[Message]) -> None:

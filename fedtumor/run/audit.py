@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from fedtumor.run.writer import SUMMARY_FILE, to_jsonable
+from fedtumor.run.files import AUDIT_FILE, SUMMARY_FILE
+from fedtumor.run.writer import to_jsonable
 
-AUDIT_FILE = "audit.jsonl"
 GENESIS_SHA256 = "0" * 64
 HASH_KEY = "sha256"
 PREV_KEY = "prev_sha256"

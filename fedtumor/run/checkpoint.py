@@ -9,8 +9,7 @@ import torch
 from fedtumor.core.config import RunConfig
 from fedtumor.core.errors import DataError
 from fedtumor.core.model import build_model
-
-CHECKPOINT_FILES = ("final_model.pt", "best_model.pt")
+from fedtumor.run.files import FINAL_MODEL_FILE
 
 
 def save_checkpoint(
@@ -34,7 +33,7 @@ def save_checkpoint(
 def load_checkpoint(path: Path) -> tuple[torch.nn.Module, dict]:
     """(model with weights, metadata); ``path`` may be a run folder (its final model)."""
     if path.is_dir():
-        path = path / CHECKPOINT_FILES[0]
+        path = path / FINAL_MODEL_FILE
     if not path.is_file():
         raise DataError("model checkpoint not found", path=path)
     try:

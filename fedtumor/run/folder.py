@@ -15,9 +15,7 @@ from pathlib import Path
 
 from fedtumor.core.config import RunConfig, resolve_output_dir
 from fedtumor.core.errors import ConfigError
-from fedtumor.run.writer import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE
-
-RUN_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, "audit.jsonl")
+from fedtumor.run.files import RUN_MARKER_FILES
 
 
 def check_writable(directory: Path, key: str) -> None:
@@ -32,8 +30,13 @@ def check_writable(directory: Path, key: str) -> None:
         raise ConfigError(f"run-config key '{key}': cannot write to {directory} ({reason})") from None
 
 
+def files_of_a_run(run_dir: Path) -> list[str]:
+    """The run files ``run_dir`` already holds; any one means its run name is taken."""
+    return [name for name in RUN_MARKER_FILES if (Path(run_dir) / name).exists()]
+
+
 def check_new_run_dir(run_dir: Path) -> None:
-    taken = [name for name in RUN_FILES if (run_dir / name).exists()]
+    taken = files_of_a_run(run_dir)
     if taken:
         raise ConfigError(
             f"run-config key 'run-name': {run_dir} already holds a run ({', '.join(taken)}); "

@@ -21,7 +21,8 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLoca
 
 from fedtumor.core.errors import DataError
 from fedtumor.core.regions import CONVENTIONS, REGIONS, detect_convention, labels_to_regions
-from fedtumor.run.writer import GLOBAL_SCOPE, OVERLAY_FILE, metric_table, read_metrics, site_scopes
+from fedtumor.run.files import DICE_PER_ROUND_PNG, HD95_PER_ROUND_PNG, OVERLAY_FILE, OVERLAY_PNG, SITE_DICE_PNG
+from fedtumor.run.writer import GLOBAL_SCOPE, metric_table, read_metrics, site_scopes
 
 DPI = 130
 # Okabe-Ito colours: distinguishable with the common colour-vision deficiencies.
@@ -37,11 +38,6 @@ HD95_EMPTY_MASK_MM = 373.1287
 MAX_SITES_IN_LEGEND = 12
 # Beyond this many sites the per-site bars move to a full-width second row.
 MAX_SITES_SIDE_BY_SIDE = 16
-
-DICE_PER_ROUND_PNG = "dice_per_round.png"
-HD95_PER_ROUND_PNG = "hd95_per_round.png"
-SITE_DICE_PNG = "site_dice.png"
-OVERLAY_PNG = "prediction_overlay.png"
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from fedtumor.core.errors import DataError
-from fedtumor.run.plots import draw_run_plots
 from fedtumor.core.regions import REGIONS
+from fedtumor.run.plots import draw_run_plots
 from fedtumor.run.writer import GLOBAL_SCOPE, metric_table, read_metrics, read_summary, site_scopes
 
 MISSING = "–"

@@ -31,9 +31,8 @@ import torch
 
 from fedtumor.core.config import RunConfig
 from fedtumor.core.errors import ConfigError
-from fedtumor.run.writer import CONFIG_FILE
+from fedtumor.run.files import CONFIG_FILE, RESUME_FILE
 
-STATE_FILE = "resume_state.pt"
 FORMAT_VERSION = 1
 
 # Keys that do not change what is trained, so a resumed run may set them differently.
@@ -120,7 +119,7 @@ def save_resume_state(run_dir: Path, state: ResumeState) -> Path:
         "recorder": _encode(state.recorder),
         "rng": {**_encode({k: v for k, v in state.rng.items() if k != "torch"}), "torch": state.rng["torch"]},
     }
-    path = Path(run_dir) / STATE_FILE
+    path = Path(run_dir) / RESUME_FILE
     temporary = path.with_name(f".{path.name}.tmp")
     torch.save(payload, temporary)
     os.replace(temporary, path)
@@ -128,7 +127,7 @@ def save_resume_state(run_dir: Path, state: ResumeState) -> Path:
 
 
 def load_resume_state(run_dir: Path) -> ResumeState:
-    path = Path(run_dir) / STATE_FILE
+    path = Path(run_dir) / RESUME_FILE
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         if payload.get("format") != FORMAT_VERSION:
@@ -167,8 +166,8 @@ def check_resume(config: RunConfig) -> ResumeState:
         raise ConfigError(
             f"run-config key 'resume': {config_path} is missing or unreadable; not a run folder"
         ) from None
-    if not (run_dir / STATE_FILE).is_file():
-        raise ConfigError(f"run-config key 'resume': {run_dir} has no {STATE_FILE}; no round was completed to resume")
+    if not (run_dir / RESUME_FILE).is_file():
+        raise ConfigError(f"run-config key 'resume': {run_dir} has no {RESUME_FILE}; no round was completed to resume")
     current, defaults = config.to_run_config(), _defaults()
     for key, value in current.items():
         if key in MAY_DIFFER_ON_RESUME:

@@ -32,11 +32,9 @@ import numpy as np
 import pandas as pd
 
 from fedtumor.core.errors import DataError
-
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.csv"
-SUMMARY_FILE = "summary.json"
-OVERLAY_FILE = "overlay_case.npz"
+from fedtumor.core.ordering import natural_key
+from fedtumor.run.files import CONFIG_FILE, FINAL_MODEL_FILE, METRICS_FILE, OVERLAY_FILE, SUMMARY_FILE
+from fedtumor.run.folder import files_of_a_run
 
 METRICS_COLUMNS: tuple[str, ...] = ("round", "scope", "split", "metric", "value")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -57,9 +55,6 @@ VERSIONED_PACKAGES: tuple[str, ...] = (
     "matplotlib",
     "ray",
 )
-
-# Files a previous run leaves behind; finding one means the run name is already taken.
-_RUN_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE)
 
 
 # ----------------------------------------------------------------------------- provenance
@@ -165,7 +160,7 @@ class RunWriter:
     def __init__(self, run_dir: Path | str, exist_ok: bool = False):
         self.run_dir = Path(run_dir)
         if not exist_ok:
-            taken = [name for name in _RUN_FILES if (self.run_dir / name).exists()]
+            taken = files_of_a_run(self.run_dir)
             if taken:
                 raise FileExistsError(
                     f"{self.run_dir} already holds a run ({', '.join(taken)}); choose another run name or output folder"
@@ -176,7 +171,7 @@ class RunWriter:
     def metrics_path(self) -> Path:
         return self.run_dir / METRICS_FILE
 
-    def model_path(self, name: str = "final_model.pt") -> Path:
+    def model_path(self, name: str = FINAL_MODEL_FILE) -> Path:
         """Where to save a model file; a bare file name keeps the folder self-contained."""
         if not name or Path(name).name != name:
             raise ValueError(f"model file name must be a bare file name, got {name!r}")
@@ -353,12 +348,7 @@ def metric_table(metrics: pd.DataFrame, scope: str, split: str) -> pd.DataFrame:
     return table.sort_index()
 
 
-def _natural_key(text: str) -> list[Any]:
-    """Sort key that puts site-2 before site-10."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
-
-
 def site_scopes(metrics: pd.DataFrame) -> list[str]:
     """Site ids present in the metrics, in natural order."""
     scopes = {scope for scope in metrics["scope"].unique() if scope != GLOBAL_SCOPE}
-    return sorted(scopes, key=_natural_key)
+    return sorted(scopes, key=natural_key)

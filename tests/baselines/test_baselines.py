@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from fedtumor.baselines.run_config import APP_DIR, app_run_config
 from data_loaders.synthetic import generate_cohort
+from fedtumor.baselines.run_config import APP_DIR, app_run_config
 from fedtumor.cli import app
 from fedtumor.core.errors import ConfigError
 

@@ -4,10 +4,10 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+
 from tests import REPO
 
 TINY = "patch-size=32 samples-per-volume=1 batch-size=1 base-filters=4 queue-length=4"

@@ -6,11 +6,10 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from tests import REPO
 
+from tests import REPO
 
 
 def load_compare():

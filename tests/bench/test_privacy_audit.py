@@ -3,10 +3,10 @@
 import importlib.util
 import math
 import sys
-from pathlib import Path
 
 import pytest
 from scipy.stats import norm
+
 from tests import REPO
 
 _spec = importlib.util.spec_from_file_location("privacy_audit", REPO / "scripts" / "privacy_audit.py")

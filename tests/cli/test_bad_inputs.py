@@ -15,18 +15,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.nifti_factory import default_label, scan_path, write_subject, write_volume
 from typer.testing import CliRunner
 
 from fedtumor.cli import app
 from fedtumor.core.config import RunConfig, load_run_config, require_every_key
 from fedtumor.core.errors import ConfigError
-from fedtumor.run.writer import RunWriter
-from fedtumor.run.resume import STATE_FILE, ResumeState, save_resume_state
+from fedtumor.run.files import RESUME_FILE
 from fedtumor.run.folder import preflight
+from fedtumor.run.resume import ResumeState, save_resume_state
+from fedtumor.run.writer import RunWriter
 from tests import REPO
-
-
+from tests.nifti_factory import default_label, scan_path, write_subject, write_volume
 
 # ----------------------------------------------------------------------------- data problems
 
@@ -188,12 +187,12 @@ def test_simulate_exits_2_with_one_line_before_starting_anything(finished_run):
 
 def test_resume_of_a_folder_without_a_completed_round_is_refused(finished_run):
     run_dir, before = finished_run
-    (run_dir / STATE_FILE).rename(run_dir.parent / "elsewhere.pt")
+    (run_dir / RESUME_FILE).rename(run_dir.parent / "elsewhere.pt")
     config = load_run_config({**shipped_config(), "resume": str(run_dir), "num-server-rounds": 3})
-    with pytest.raises(ConfigError, match=f"'resume': {run_dir} has no {STATE_FILE}"):
+    with pytest.raises(ConfigError, match=f"'resume': {run_dir} has no {RESUME_FILE}"):
         preflight(config)
-    (run_dir / STATE_FILE).write_bytes(b"garbage")
-    with pytest.raises(ConfigError, match=f"{run_dir / STATE_FILE} is not a readable resume state"):
+    (run_dir / RESUME_FILE).write_bytes(b"garbage")
+    with pytest.raises(ConfigError, match=f"{run_dir / RESUME_FILE} is not a readable resume state"):
         preflight(config)
 
 

@@ -1,14 +1,12 @@
 """Run-config validation: the shipped config is valid; bad keys and values are named."""
 
 import tomllib
-from pathlib import Path
 
 import pytest
 
 from fedtumor.core.config import RunConfig, load_run_config, resolve_output_dir
 from fedtumor.core.errors import ConfigError
 from tests import REPO
-
 
 
 def shipped_config() -> dict:

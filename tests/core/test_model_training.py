@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from fedtumor.run.checkpoint import load_checkpoint, save_checkpoint
 from fedtumor.core.config import RunConfig
 from fedtumor.core.errors import DataError
 from fedtumor.core.losses import build_loss
 from fedtumor.core.model import build_model, count_parameters
 from fedtumor.core.regions import labels_to_regions
 from fedtumor.core.training import VolumeCase, evaluate_cases, predict_labels, train_epochs
+from fedtumor.run.checkpoint import load_checkpoint, save_checkpoint
 
 
 @pytest.mark.parametrize("name", ["unet", "segresnet", "dynunet", "fets-resunet"])

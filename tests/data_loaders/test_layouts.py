@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tests.nifti_factory import scan_path, write_subject, write_volume
 
-from data_loaders.layouts import MODALITIES, discover_subjects, expected_name, find_subject, natural_key
+from data_loaders.layouts import MODALITIES, discover_subjects, expected_name, find_subject
 from fedtumor.core.errors import DataError
+from fedtumor.core.ordering import natural_key
+from tests.nifti_factory import scan_path, write_subject, write_volume
 
 
 def test_brats2021_layout_maps_every_modality(tmp_path):

@@ -3,11 +3,11 @@
 from pathlib import Path
 
 import pytest
-from tests.nifti_factory import write_subject
 
 from data_loaders.site import heldout_files, resolve_site, split_train_val, synthetic_cohort_dir
 from fedtumor.core.config import RunConfig
 from fedtumor.core.errors import DataError
+from tests.nifti_factory import write_subject
 
 
 def write_cohort(root: Path, partitions: dict[str, list[str]], csv_text: str | None = None) -> Path:

@@ -6,7 +6,6 @@ import io
 
 import numpy as np
 import pytest
-from tests.nifti_factory import default_label, scan_path, truncate, write_subject, write_volume
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -21,6 +20,7 @@ from data_loaders.validation import (
 )
 from fedtumor.cli import app
 from fedtumor.core.errors import DataError
+from tests.nifti_factory import default_label, scan_path, truncate, write_subject, write_volume
 
 SUBJECT = "BraTS2021_00007"
 

@@ -5,14 +5,14 @@ import sys
 import time
 
 import pytest
-from tests.nifti_factory import truncate, write_subject
 
 from data_loaders.site import check_site_folder, resolve_site
 from data_loaders.site_folders import export_heldout_folder, export_site_folders
-from fedtumor.deployment.loopback import LoopbackFederation, write_connection
-from fedtumor.deployment.processes import ManagedProcess, descendants
 from fedtumor.core.config import RunConfig
 from fedtumor.core.errors import ConfigError, DataError
+from fedtumor.deployment.loopback import LoopbackFederation, write_connection
+from fedtumor.deployment.processes import ManagedProcess, descendants
+from tests.nifti_factory import truncate, write_subject
 
 
 def test_each_site_folder_holds_only_its_subjects(tmp_path):

@@ -9,7 +9,6 @@ import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -18,8 +17,8 @@ import pytest
 from typer.testing import CliRunner
 
 from data_loaders.synthetic import generate_cohort
-from fedtumor.deployment.processes import command_lines
 from fedtumor.cli import app
+from fedtumor.deployment.processes import command_lines
 from tests import REPO
 
 pytestmark = pytest.mark.e2e

@@ -10,14 +10,13 @@ import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from data_loaders.synthetic import generate_cohort
-from fedtumor.run.checkpoint import load_checkpoint
 from fedtumor.core.model import build_model
+from fedtumor.run.checkpoint import load_checkpoint
 from tests import REPO
 
 pytestmark = pytest.mark.e2e

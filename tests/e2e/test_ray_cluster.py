@@ -8,12 +8,11 @@ cluster must leave none of its processes (without `ray stop`, which stops every 
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 
-from fedtumor.bench.ray_cluster import LoopbackRayCluster
 from data_loaders.synthetic import generate_cohort
+from fedtumor.bench.ray_cluster import LoopbackRayCluster
 from tests import REPO
 
 pytestmark = pytest.mark.e2e

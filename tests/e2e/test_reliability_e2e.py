@@ -23,9 +23,8 @@ import torch
 from typer.testing import CliRunner
 
 from data_loaders.synthetic import generate_cohort
-from fedtumor.run.audit import AUDIT_FILE
 from fedtumor.cli import app
-from fedtumor.run.resume import STATE_FILE
+from fedtumor.run.files import AUDIT_FILE, RESUME_FILE
 from tests import REPO
 
 pytestmark = pytest.mark.e2e
@@ -151,7 +150,7 @@ def test_too_few_usable_updates_end_the_run_with_a_clear_error(cohort):
 
 def _saved_round(run_dir: Path) -> int | None:
     try:
-        return int(torch.load(run_dir / STATE_FILE, map_location="cpu", weights_only=True)["round"])
+        return int(torch.load(run_dir / RESUME_FILE, map_location="cpu", weights_only=True)["round"])
     except Exception:  # not written yet (or being replaced)
         return None
 

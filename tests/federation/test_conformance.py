@@ -14,10 +14,11 @@ from typer.testing import CliRunner
 
 import fedtumor.federation.conformance as kit
 from fedtumor.cli import app
-from fedtumor.federation.client_hooks import ARRAYS_KEY, ClientHooks
-from strategies.fedavg import FedAvg
+from fedtumor.federation.client_hooks import ClientHooks
 from fedtumor.federation.plugin import FlowerStrategyPlugin
 from fedtumor.federation.registry import Registry, load_registry
+from fedtumor.federation.wire import ARRAYS_KEY
+from strategies.fedavg import FedAvg
 
 REGISTRY = load_registry()
 

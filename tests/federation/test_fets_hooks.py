@@ -11,9 +11,6 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from fedtumor.core.config import RunConfig
 from fedtumor.core.errors import ConfigError
-from fedtumor.federation.simulated_time import SiteProfile, SiteProfiles
-from fedtumor.federation.strategy import FedTumorStrategy
-from strategies.fedavg import FedAvgPlugin
 from fedtumor.federation.fets_hooks import (
     SiteInfo,
     TrainingHistory,
@@ -26,8 +23,12 @@ from fedtumor.federation.fets_hooks import (
     selector_from_spec,
     step_decay,
 )
-from fedtumor.federation.replies import SITE_RECORD_KEY, array_record_bytes
 from fedtumor.federation.registry import Registry, build_strategy
+from fedtumor.federation.replies import array_record_bytes
+from fedtumor.federation.simulated_time import SiteProfile, SiteProfiles
+from fedtumor.federation.strategy import FedTumorStrategy
+from fedtumor.federation.wire import SITE_RECORD_KEY
+from strategies.fedavg import FedAvgPlugin
 
 NODES = [40, 10, 30, 20]
 SITE_OF = {10: "site-1", 20: "site-2", 30: "site-10", 40: "site-3"}

@@ -12,9 +12,9 @@ from fedtumor.core.config import RunConfig
 from fedtumor.core.errors import ConfigError
 from fedtumor.federation import registry as registry_module
 from fedtumor.federation.client_hooks import ClientHooks
+from fedtumor.federation.registry import build_strategy, client_hooks_for, load_registry, parse_strategy_config
 from strategies.fedavg import FedAvg, FedAvgPlugin
 from strategies.fedprox import FedProxClientHooks, FedProxPlugin
-from fedtumor.federation.registry import build_strategy, client_hooks_for, load_registry, parse_strategy_config
 
 BUILT_INS = {"fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedmedian", "fedtrimmedavg", "krum"}
 

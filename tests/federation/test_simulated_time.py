@@ -6,7 +6,8 @@ import pytest
 
 from fedtumor.core.config import RunConfig
 from fedtumor.core.errors import DataError
-from fedtumor.run.writer import RunWriter, metric_table, read_metrics
+from fedtumor.federation.ledger import StudyRecorder
+from fedtumor.federation.replies import SiteReply
 from fedtumor.federation.simulated_time import (
     DOWNLOAD_MBPS_RANGE,
     ONE_WEEK_S,
@@ -19,8 +20,7 @@ from fedtumor.federation.simulated_time import (
     round_duration,
     seeded_profile,
 )
-from fedtumor.federation.ledger import StudyRecorder
-from fedtumor.federation.replies import SiteReply
+from fedtumor.run.writer import RunWriter, metric_table, read_metrics
 
 MB = 1_000_000  # bytes
 HEADER = "site_id,seconds_per_sample,download_mbps,upload_mbps\n"

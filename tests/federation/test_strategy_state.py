@@ -5,10 +5,10 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from fedtumor.core.config import RunConfig
-from fedtumor.run.resume import ResumeState, load_resume_state, rng_state, save_resume_state
 from fedtumor.federation.conformance import FakeGrid, as_serverapp, site_reply
-from fedtumor.federation.replies import SITE_RECORD_KEY
 from fedtumor.federation.registry import build_strategy, load_registry
+from fedtumor.federation.wire import SITE_RECORD_KEY
+from fedtumor.run.resume import ResumeState, load_resume_state, rng_state, save_resume_state
 from strategies.scaffold import DELTA_PREFIX
 
 NODES = (11, 12, 13)

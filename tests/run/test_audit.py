@@ -7,10 +7,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from fedtumor.run.audit import AUDIT_FILE, AuditLog, model_sha256, verify_run
-from fedtumor.run.checkpoint import save_checkpoint
 from fedtumor.cli import app
 from fedtumor.core.config import RunConfig
+from fedtumor.run.audit import AuditLog, model_sha256, verify_run
+from fedtumor.run.checkpoint import save_checkpoint
+from fedtumor.run.files import AUDIT_FILE
 
 
 def small_model(seed: int) -> dict[str, torch.Tensor]:

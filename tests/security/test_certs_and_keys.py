@@ -10,9 +10,9 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key, l
 from cryptography.hazmat.primitives.serialization.ssh import load_ssh_public_key
 from typer.testing import CliRunner
 
-from fedtumor.security.certs import make_superlink_certificates, read_certificate, subject_alternative_names
 from fedtumor.cli import app
 from fedtumor.core.errors import ConfigError
+from fedtumor.security.certs import make_superlink_certificates, read_certificate, subject_alternative_names
 from fedtumor.security.node_keys import make_node_key
 
 

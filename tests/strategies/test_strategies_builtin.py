@@ -15,12 +15,12 @@ from fedtumor.core.errors import ConfigError
 from fedtumor.core.model import build_model
 from fedtumor.core.training import train_epochs
 from fedtumor.federation.conformance import site_reply
+from fedtumor.federation.plugin import Sampling
+from fedtumor.federation.registry import build_strategy, client_hooks_for, load_registry, parse_strategy_config
+from fedtumor.federation.wire import SITE_RECORD_KEY
 from strategies.fedbn import LOCAL_NORMS_KEY, FedBN, FedBNClientHooks, FedBNPlugin, norm_state_keys
 from strategies.fedcostwavg import FedCostWAvg, FedCostWAvgPlugin
 from strategies.fedpidavg import FedPIDAvg, FedPIDAvgPlugin
-from fedtumor.federation.plugin import Sampling
-from fedtumor.federation.replies import SITE_RECORD_KEY
-from fedtumor.federation.registry import build_strategy, client_hooks_for, load_registry, parse_strategy_config
 from strategies.scaffold import (
     CONTROL_KEY,
     DELTA_PREFIX,

@@ -21,11 +21,11 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 from fedtumor.core.errors import ConfigError
+from fedtumor.federation.plugin import Parameter, ParameterValue, Sampling, StrategyPlugin
+from fedtumor.federation.strategy import FedTumorStrategy
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
-from fedtumor.federation.strategy import FedTumorStrategy
-from fedtumor.federation.plugin import Parameter, ParameterValue, Sampling, StrategyPlugin
 
 
 def _is_float(values: np.ndarray) -> bool:

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 from fedtumor.core.errors import ConfigError
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from fedtumor.federation.conformance import as_serverapp, assert_conforms
 from fedtumor.federation.plugin import Sampling
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from fedtumor_example_plugin.norm_clipped import (
     FedAvgNormClippedPlugin,
