@@ -7,8 +7,6 @@ Missing data (no test split yet, no site metrics) gives a panel with a note, nev
 
 from __future__ import annotations
 
-import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -16,22 +14,14 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
 
-from fedtumor.core.errors import DataError
-from fedtumor.core.regions import CONVENTIONS, REGIONS, detect_convention, labels_to_regions
+from fedtumor.core.regions import REGIONS
+from fedtumor.run.figures import REGION_COLOURS, note_panel, save_png
 from fedtumor.run.files import DICE_PER_ROUND_PNG, HD95_PER_ROUND_PNG, OVERLAY_FILE, OVERLAY_PNG, SITE_DICE_PNG
+from fedtumor.run.overlay_plot import plot_overlay
 from fedtumor.run.writer import GLOBAL_SCOPE, metric_table, read_metrics, site_scopes
 
-DPI = 130
-# Okabe-Ito colours: distinguishable with the common colour-vision deficiencies.
-REGION_COLOURS = {"ET": "#D55E00", "TC": "#0072B2", "WT": "#009E73"}
-# Tumour sub-regions in the overlay: the usual BraTS red / green / yellow.
-LABEL_COLOURS = {"NCR": "#FF3030", "ED": "#30D050", "ET": "#FFE000"}
-LABEL_NAMES = {"NCR": "necrotic core (NCR)", "ED": "oedema (ED)", "ET": "enhancing tumour (ET)"}
-OVERLAY_ALPHA = 0.5
-OUTLINE_COLOUR = "#00E5FF"  # cyan: visible on bright FLAIR tumour and unlike the label colours
 # BraTS' HD95 when exactly one of prediction and reference is empty.
 HD95_EMPTY_MASK_MM = 373.1287
 # Beyond this many sites a per-site legend stops being readable.
@@ -41,22 +31,6 @@ MAX_SITES_SIDE_BY_SIDE = 16
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _note(ax: Axes, text: str) -> None:
-    """Stand-in for a panel whose data is missing."""
-    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.35", fontsize=11, wrap=True)
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-def _save(fig: Figure, out_png: Path | str) -> Path:
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out_png.with_name(f".{out_png.stem}.tmp{out_png.suffix}")  # a crash never leaves half a PNG
-    fig.savefig(temporary, dpi=DPI)
-    os.replace(temporary, out_png)
-    return out_png
 
 
 def _round_axis(ax: Axes) -> None:
@@ -132,9 +106,9 @@ def plot_dice_per_round(metrics: pd.DataFrame, out_png: Path | str) -> Path:
         _round_axis(ax)
         _legend_and_gaps(ax, splits, "lower right")
     else:
-        _note(ax, "no Dice metrics recorded for the global model yet")
+        note_panel(ax, "no Dice metrics recorded for the global model yet")
     ax.set_title("Global model Dice per round")
-    return _save(fig, out_png)
+    return save_png(fig, out_png)
 
 
 def plot_hd95_per_round(metrics: pd.DataFrame, out_png: Path | str) -> Path:
@@ -175,9 +149,9 @@ def plot_hd95_per_round(metrics: pd.DataFrame, out_png: Path | str) -> Path:
         _round_axis(ax)
         _legend_and_gaps(ax, splits, "upper right")
     else:
-        _note(ax, "no HD95 metrics recorded for the global model yet")
+        note_panel(ax, "no HD95 metrics recorded for the global model yet")
     ax.set_title("Global model HD95 per round")
-    return _save(fig, out_png)
+    return save_png(fig, out_png)
 
 
 # ----------------------------------------------------------------------------- per site
@@ -203,9 +177,9 @@ def plot_site_dice(metrics: pd.DataFrame, out_png: Path | str) -> Path:
         line_ax, bar_ax = fig.subplots(2, 1, height_ratios=[1, 1.1])
     fig.suptitle("Validation Dice of the global model on each site's validation subjects")
     if not sites:
-        _note(line_ax, "no per-site validation Dice recorded")
-        _note(bar_ax, "no per-site validation Dice recorded")
-        return _save(fig, out_png)
+        note_panel(line_ax, "no per-site validation Dice recorded")
+        note_panel(bar_ax, "no per-site validation Dice recorded")
+        return save_png(fig, out_png)
 
     colours = _site_colours(len(sites))
     many_sites = len(sites) > MAX_SITES_IN_LEGEND
@@ -276,145 +250,7 @@ def plot_site_dice(metrics: pd.DataFrame, out_png: Path | str) -> Path:
         when = f"each site's latest round ({min(rounds_shown)}–{max(rounds_shown)})"
     bar_ax.set_title(f"Dice per site and region, {when}")
     bar_ax.legend(loc="upper center", fontsize=9, ncols=3, framealpha=0.9)
-    return _save(fig, out_png)
-
-
-# ----------------------------------------------------------------------------- overlay
-
-
-def _load_overlay(npz_path: Path) -> dict:
-    try:
-        with np.load(npz_path, allow_pickle=False) as data:
-            case = {key: data[key] for key in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"cannot read overlay case ({type(exc).__name__})", path=npz_path) from None
-    missing = {"image", "reference", "prediction"} - case.keys()
-    if missing:
-        raise DataError(f"overlay case lacks {', '.join(sorted(missing))}", path=npz_path)
-    shapes = {case[key].shape for key in ("image", "reference", "prediction")}
-    if len(shapes) != 1 or case["image"].ndim != 3:
-        raise DataError(f"overlay arrays must share one 3D shape, got {sorted(shapes)}", path=npz_path)
-    return case
-
-
-def _tumour_centre(*labels: np.ndarray) -> tuple[int, int, int]:
-    """Voxel centroid of the first non-empty label map (reference, then prediction); else the centre."""
-    for label in labels:
-        voxels = np.argwhere(label > 0)
-        if len(voxels):
-            return tuple(int(round(c)) for c in voxels.mean(axis=0))
-    return tuple(size // 2 for size in labels[0].shape)
-
-
-def _head_mask(image: np.ndarray) -> np.ndarray:
-    """Voxels unlike the corner voxel: the head, whatever value normalisation left the background at."""
-    background = float(image.flat[0])
-    return np.isfinite(image) & ~np.isclose(image, background, atol=1e-3 * (abs(background) + 1))
-
-
-def _foreground_box(head: np.ndarray, *labels: np.ndarray, margin: int = 3) -> tuple[slice, slice, slice]:
-    """Bounding box of the head and tumour plus a margin: cropping the empty border fills the panels."""
-    foreground = head.copy()
-    for label in labels:
-        foreground |= label > 0
-    if not foreground.any():
-        return tuple(slice(0, size) for size in head.shape)
-    box = []
-    for axis, size in enumerate(head.shape):
-        present = np.flatnonzero(foreground.any(axis=tuple(a for a in range(3) if a != axis)))
-        box.append(slice(max(int(present[0]) - margin, 0), min(int(present[-1]) + margin + 1, size)))
-    return tuple(box)
-
-
-def _label_rgba(label_slice: np.ndarray, codes: dict[str, int]) -> np.ndarray:
-    rgba = np.zeros((*label_slice.shape, 4))
-    for name, code in codes.items():
-        hexcode = LABEL_COLOURS[name].lstrip("#")
-        rgb = [int(hexcode[i : i + 2], 16) / 255 for i in (0, 2, 4)]
-        rgba[label_slice == code] = (*rgb, OVERLAY_ALPHA)
-    return rgba
-
-
-def _simple_dice(prediction: np.ndarray, reference: np.ndarray) -> float:
-    """Dice with the BraTS convention that two empty masks agree perfectly."""
-    total = prediction.sum() + reference.sum()
-    return 1.0 if total == 0 else float(2 * np.logical_and(prediction, reference).sum() / total)
-
-
-def plot_overlay(npz_path: Path | str, out_png: Path | str) -> Path:
-    """Axial, coronal and sagittal slices through the tumour: reference (top) vs prediction (bottom).
-
-    Slices are shown with the first voxel axis left-to-right and the second/third axis upwards
-    (anterior/superior up for RAS+ volumes). The reference's whole-tumour outline is drawn on
-    the prediction row too, so misses and over-segmentation are visible at a glance.
-    """
-    npz_path = Path(npz_path)
-    case = _load_overlay(npz_path)
-    image = case["image"].astype(np.float32)
-    reference = case["reference"]
-    prediction = case["prediction"]
-    subject = str(case.get("subject_id", "unknown subject"))
-    round_ = int(case["round"]) if "round" in case else None
-    spacing = tuple(float(s) for s in case["spacing"]) if "spacing" in case else (1.0, 1.0, 1.0)
-    convention = detect_convention(np.union1d(np.unique(reference), np.unique(prediction)))
-    codes = CONVENTIONS[convention]
-
-    cx, cy, cz = _tumour_centre(reference, prediction)
-    head = _head_mask(image)
-    bx, by, bz = _foreground_box(head, reference, prediction)
-    # (title, slicer, (horizontal, vertical) voxel spacing) per view.
-    views = (
-        (f"axial z={cz}", lambda v: v[bx, by, cz], (spacing[0], spacing[1])),
-        (f"coronal y={cy}", lambda v: v[bx, cy, bz], (spacing[0], spacing[2])),
-        (f"sagittal x={cx}", lambda v: v[cx, by, bz], (spacing[1], spacing[2])),
-    )
-    # Grey window from the head only, so a large background does not wash the brain out.
-    inside = image[head] if head.sum() > 0.01 * head.size else image[np.isfinite(image)]
-    low, high = np.percentile(inside, [0.5, 99.5]) if inside.size else (0.0, 1.0)
-
-    fig = Figure(figsize=(11, 8.2), layout="constrained")
-    axes = fig.subplots(2, 3)
-    reference_wt = reference > 0
-    for column, (title, take, (dx, dy)) in enumerate(views):
-        grey = take(image).T
-        for row, (label_volume, row_name) in enumerate(((reference, "reference"), (prediction, "prediction"))):
-            ax = axes[row, column]
-            ax.imshow(grey, cmap="gray", vmin=low, vmax=high, origin="lower", aspect=dy / dx, interpolation="nearest")
-            ax.imshow(_label_rgba(take(label_volume).T, codes), origin="lower", aspect=dy / dx, interpolation="nearest")
-            if row == 1 and take(reference_wt).any():
-                ax.contour(
-                    take(reference_wt).T.astype(float),
-                    levels=[0.5],
-                    colors=OUTLINE_COLOUR,
-                    linewidths=1.2,
-                    origin="lower",
-                )
-            note = " (no tumour predicted)" if row == 1 and not prediction.any() else ""
-            ax.set_title(f"{row_name}: {title}{note}", fontsize=10)
-            ax.set_xticks([])
-            ax.set_yticks([])
-
-    dice = {
-        region: _simple_dice(p, r)
-        for region, p, r in zip(
-            REGIONS, labels_to_regions(prediction, convention), labels_to_regions(reference, convention)
-        )
-    }
-    header = f"{subject}" + (f", round {round_}" if round_ is not None else "")
-    scores = "   ".join(f"Dice {region} {value:.3f}" for region, value in dice.items())
-    fig.suptitle(f"Prediction overlay: {header}\n{scores}", fontsize=12)
-    handles = [Patch(color=LABEL_COLOURS[name], alpha=0.8, label=LABEL_NAMES[name]) for name in codes]
-    handles.append(Line2D([], [], color=OUTLINE_COLOUR, linewidth=1.5, label="reference tumour outline"))
-    fig.legend(
-        handles=handles,
-        loc="outside lower center",
-        ncols=4,
-        fontsize=10,
-        facecolor="0.25",
-        labelcolor="white",
-        edgecolor="0.25",
-    )
-    return _save(fig, out_png)
+    return save_png(fig, out_png)
 
 
 # ----------------------------------------------------------------------------- whole run

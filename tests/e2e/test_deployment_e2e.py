@@ -17,7 +17,6 @@ import pandas as pd
 import pytest
 
 from data_loaders.site_folders import export_heldout_folder, export_site_folders
-from data_loaders.synthetic import generate_cohort
 from fedtumor.deployment.flwr_runs import SUCCESS_STATUS, stream_run, wait_for_run
 from fedtumor.deployment.loopback import CONNECTION, LoopbackFederation
 from fedtumor.deployment.processes import command_lines, descendants
@@ -30,10 +29,9 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def live_federation(tmp_path_factory):
+def live_federation(tmp_path_factory, two_site_cohort):
     root = tmp_path_factory.mktemp("live")
-    cohort = root / "cohort"
-    generate_cohort(cohort, n_sites=2, n_subjects=6, seed=5, shape=64, n_test=1, progress=False)
+    cohort = two_site_cohort  # site folders link to it; the broken file is a private copy
     sites = export_site_folders(cohort, root / "sites")
     coordinator = export_heldout_folder(cohort, root / "coordinator")
     # Site 2's upload was cut short: a truncated FLAIR image (a real file, in its real folder).
@@ -105,7 +103,16 @@ def test_round_completes_without_the_broken_site(live_federation):
     metrics = pd.read_csv(run_dir / "metrics.csv")
     assert not metrics.query("scope == 'site-1' and split == 'train'").empty
     assert metrics.query("scope == 'site-2'").empty
-    assert (run_dir / "final_model.pt").exists() and summary["final"]["dice_wt"] >= 0
+    # Round 1's model is site 1's update alone, and it was scored on the held-out subjects.
+    rounds = {
+        e["round"]: e
+        for e in map(json.loads, (run_dir / "audit.jsonl").read_text().splitlines())
+        if e["event"] == "round"
+    }
+    assert list(rounds[1]["train"]["updates"]) == ["site-1"]
+    assert rounds[1]["model_sha256"] != rounds[0]["model_sha256"]
+    assert summary["final"]["round"] == 1 and 0.0 <= summary["final"]["dice_wt"] <= 1.0
+    assert (run_dir / "final_model.pt").exists()
 
 
 def test_every_process_is_stopped(live_federation):

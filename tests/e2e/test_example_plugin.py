@@ -16,8 +16,8 @@ from importlib.metadata import PackageNotFoundError, distribution
 
 import pytest
 
-from data_loaders.synthetic import generate_cohort
 from tests import REPO
+from tests.e2e.simulation import TINY_MODEL, output_of, simulate
 
 EXAMPLE = REPO / "examples" / "fedtumor-example-plugin"
 DISTRIBUTION = "fedtumor-example-plugin"
@@ -92,32 +92,13 @@ def test_the_example_own_tests_pass(installed):
 
 
 @pytest.mark.e2e
-def test_plugin_runs_a_real_two_round_federation(installed, tmp_path):
-    cohort = tmp_path / "cohort"
-    generate_cohort(cohort, n_sites=2, n_subjects=6, seed=5, shape=64, n_test=2, progress=False)
+def test_plugin_runs_a_real_two_round_federation(installed, tmp_path, two_site_cohort):
     run_config = (
-        f"strategy='{NAME}' strategy-config='max-update-norm=1.0' num-server-rounds=2 data-dir='{cohort}' "
-        f"output-dir='{tmp_path / 'runs'}' run-name='plugin' patch-size=32 samples-per-volume=1 batch-size=1 "
-        "base-filters=4"
+        f"strategy='{NAME}' strategy-config='max-update-norm=1.0' num-server-rounds=2 data-dir='{two_site_cohort}' "
+        f"output-dir='{tmp_path / 'runs'}' run-name='plugin' {TINY_MODEL}"
     )
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "scripts/simulate.py",
-            "--num-supernodes",
-            "2",
-            "--run-config",
-            run_config,
-            "--flwr-home",
-            str(tmp_path / "flwr-home"),
-        ],
-        cwd=REPO,
-        env={**os.environ, "FEDTUMOR_HOME": str(tmp_path / "home")},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
+    completed = simulate(2, run_config, tmp_path / "home", tmp_path / "flwr-home")
+    assert completed.returncode == 0, output_of(completed)
     summary = json.loads((tmp_path / "runs" / "plugin" / "summary.json").read_text())
     assert summary["strategy"] == NAME
     assert summary["strategy_parameters"] == {"max-update-norm": 1.0}

@@ -16,46 +16,27 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from data_loaders.synthetic import generate_cohort
 from fedtumor.cli import app
 from fedtumor.deployment.processes import command_lines
 from tests import REPO
+from tests.conftest import copy_cohort
+from tests.e2e.simulation import TINY_MODEL, output_of, simulate
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def federation(tmp_path_factory):
+def federation(tmp_path_factory, three_site_cohort):
     root = tmp_path_factory.mktemp("e2e")
-    cohort = root / "cohort"
-    generate_cohort(cohort, n_sites=3, n_subjects=9, seed=3, shape=64, n_test=2, progress=False)
+    cohort = copy_cohort(three_site_cohort, root / "cohort")
     partitions = pd.read_csv(cohort / "partitioning.csv")
     broken_subject = partitions.loc[partitions["Partition_ID"] == 3, "Subject_ID"].iloc[0]
     broken_file = cohort / broken_subject / f"{broken_subject}_flair.nii.gz"
     broken_file.write_bytes(broken_file.read_bytes()[:1000])  # a truncated upload
     flwr_home = root / "flwr-home"
     env = {**os.environ, "FEDTUMOR_HOME": str(root / "home")}
-    run_config = (
-        f"num-server-rounds=2 data-dir='{cohort}' output-dir='{root / 'runs'}' run-name='e2e' "
-        "patch-size=32 samples-per-volume=1 batch-size=1 base-filters=4"
-    )
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "scripts/simulate.py",
-            "--num-supernodes",
-            "3",
-            "--run-config",
-            run_config,
-            "--flwr-home",
-            str(flwr_home),
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    run_config = f"num-server-rounds=2 data-dir='{cohort}' output-dir='{root / 'runs'}' run-name='e2e' {TINY_MODEL}"
+    completed = simulate(3, run_config, root / "home", flwr_home)
     return {
         "completed": completed,
         "run_dir": root / "runs" / "e2e",
@@ -68,7 +49,7 @@ def federation(tmp_path_factory):
 
 def test_run_completes_and_leaves_no_process(federation):
     completed = federation["completed"]
-    assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
+    assert completed.returncode == 0, output_of(completed)
     assert "status finished:completed" in completed.stdout
     assert list(command_lines(str(federation["flwr_home"])).values()) == []
 

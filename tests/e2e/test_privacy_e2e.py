@@ -7,17 +7,13 @@ standard deviation the ServerApp logs must be noise_multiplier x clipping_norm /
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from data_loaders.synthetic import generate_cohort
 from fedtumor.core.model import build_model
 from fedtumor.run.checkpoint import load_checkpoint
-from tests import REPO
+from tests.e2e.simulation import TINY_MODEL, output_of, simulate
 
 pytestmark = pytest.mark.e2e
 
@@ -25,33 +21,14 @@ ROUNDS, SITES, NOISE_MULTIPLIER, CLIPPING_NORM = 2, 2, 0.02, 0.05
 
 
 @pytest.fixture(scope="module")
-def dp_run(tmp_path_factory):
+def dp_run(tmp_path_factory, two_site_cohort):
     root = tmp_path_factory.mktemp("dp-e2e")
-    cohort = root / "cohort"
-    generate_cohort(cohort, n_sites=SITES, n_subjects=6, seed=5, shape=64, n_test=2, progress=False)
     run_config = (
-        f"num-server-rounds={ROUNDS} data-dir='{cohort}' output-dir='{root / 'runs'}' run-name='dp' "
-        "patch-size=32 samples-per-volume=1 batch-size=1 base-filters=4 fraction-evaluate=0.0 "
-        f"dp-noise-multiplier={NOISE_MULTIPLIER} dp-clipping-norm={CLIPPING_NORM}"
+        f"num-server-rounds={ROUNDS} data-dir='{two_site_cohort}' output-dir='{root / 'runs'}' run-name='dp' "
+        f"{TINY_MODEL} fraction-evaluate=0.0 dp-noise-multiplier={NOISE_MULTIPLIER} dp-clipping-norm={CLIPPING_NORM}"
     )
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "scripts/simulate.py",
-            "--num-supernodes",
-            str(SITES),
-            "--run-config",
-            run_config,
-            "--flwr-home",
-            str(root / "flwr-home"),
-        ],
-        cwd=REPO,
-        env={**os.environ, "FEDTUMOR_HOME": str(root / "home")},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
+    completed = simulate(SITES, run_config, root / "home", root / "flwr-home", timeout=600)
+    assert completed.returncode == 0, output_of(completed)
     return {"run_dir": root / "runs" / "dp", "stdout": completed.stdout}
 
 

@@ -11,15 +11,14 @@ import threading
 
 import pytest
 
-from data_loaders.synthetic import generate_cohort
 from fedtumor.bench.ray_cluster import LoopbackRayCluster
 from tests import REPO
 
 pytestmark = pytest.mark.e2e
 
 
-def test_simulation_runs_on_an_existing_two_node_cluster(tmp_path):
-    cohort = generate_cohort(tmp_path / "cohort", n_sites=2, n_subjects=6, seed=3, n_test=1, progress=False).root
+def test_simulation_runs_on_an_existing_two_node_cluster(tmp_path, two_site_cohort):
+    cohort = two_site_cohort
     run_config = (
         f"num-server-rounds=1 data-dir='{cohort}' output-dir='{tmp_path / 'runs'}' run-name='on-cluster' "
         "server-eval=false fraction-evaluate=0.0 patch-size=32 samples-per-volume=1 batch-size=1 base-filters=4"

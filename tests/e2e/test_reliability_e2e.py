@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,41 +21,32 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from data_loaders.synthetic import generate_cohort
 from fedtumor.cli import app
 from fedtumor.run.files import AUDIT_FILE, RESUME_FILE
 from tests import REPO
+from tests.conftest import copy_cohort
+from tests.e2e.simulation import TINY_MODEL, output_of, simulate, simulate_command
 
 pytestmark = pytest.mark.e2e
 
-TINY = "patch-size=32 samples-per-volume=1 batch-size=1 base-filters=4"
-
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory):
+def cohort(tmp_path_factory, three_site_cohort):
     root = tmp_path_factory.mktemp("reliability")
-    generate_cohort(root / "cohort", n_sites=3, n_subjects=9, seed=3, shape=64, n_test=2, progress=False)
+    copy_cohort(three_site_cohort, root / "cohort")
     return root
 
 
-def simulate_command(root: Path, flwr_home: str, run_config: str) -> list[str]:
-    config = f"data-dir='{root / 'cohort'}' output-dir='{root / 'runs'}' {TINY} {run_config}"
-    return [
-        sys.executable,
-        "scripts/simulate.py",
-        "--num-supernodes",
-        "3",
-        "--run-config",
-        config,
-        "--flwr-home",
-        str(root / flwr_home),
-    ]
+def _in(root: Path, run_config: str) -> str:
+    return f"data-dir='{root / 'cohort'}' output-dir='{root / 'runs'}' {TINY_MODEL} {run_config}"
 
 
-def simulate(root: Path, flwr_home: str, run_config: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "FEDTUMOR_HOME": str(root / "home")}
-    command = simulate_command(root, flwr_home, run_config)
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+def run_command(root: Path, flwr_home: str, run_config: str) -> list[str]:
+    return simulate_command(3, _in(root, run_config), root / flwr_home)
+
+
+def simulate_in(root: Path, flwr_home: str, run_config: str) -> subprocess.CompletedProcess:
+    return simulate(3, _in(root, run_config), root / "home", root / flwr_home)
 
 
 def audit_entries(run_dir: Path) -> list[dict]:
@@ -75,10 +65,10 @@ FAULTS = "site-1:raise@1 site-2:timeout@2 site-3:nan@2 site-1:crash@3 site-2:sca
 
 @pytest.fixture(scope="module")
 def faulty_run(cohort):
-    completed = simulate(
+    completed = simulate_in(
         cohort,
         "flwr-faults",
-        f"num-server-rounds=3 run-name='faults' round-timeout-s=60 min-train-replies=1 max-update-norm=100.0 "
+        f"num-server-rounds=3 run-name='faults' round-timeout-s=30 min-train-replies=1 max-update-norm=100.0 "
         f"fault-injection='{FAULTS}'",
     )
     return completed, cohort / "runs" / "faults"
@@ -86,7 +76,7 @@ def faulty_run(cohort):
 
 def test_a_run_with_failing_sites_completes(faulty_run):
     completed, run_dir = faulty_run
-    assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
+    assert completed.returncode == 0, output_of(completed)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["rounds"] == 3 and (run_dir / "final_model.pt").is_file()
 
@@ -128,7 +118,7 @@ def test_summary_and_manifests_record_the_failures_and_the_data(faulty_run):
 
 
 def test_too_few_usable_updates_end_the_run_with_a_clear_error(cohort):
-    completed = simulate(
+    completed = simulate_in(
         cohort,
         "flwr-too-few",
         "num-server-rounds=2 run-name='too-few' min-train-replies=2 fault-injection='site-1:raise@1 site-2:nan@1'",
@@ -181,12 +171,12 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def test_a_run_killed_after_round_2_and_resumed_ends_like_an_uninterrupted_run(cohort):
-    reference = simulate(cohort, "flwr-reference", f"{RESUME_RUN} run-name='reference'")
+    reference = simulate_in(cohort, "flwr-reference", f"{RESUME_RUN} run-name='reference'")
     assert reference.returncode == 0, reference.stdout[-3000:]
 
     run_dir, flwr_home = cohort / "runs" / "interrupted", cohort / "flwr-interrupted"
     env = {**os.environ, "FEDTUMOR_HOME": str(cohort / "home")}
-    command = simulate_command(cohort, "flwr-interrupted", f"{RESUME_RUN} run-name='interrupted'")
+    command = run_command(cohort, "flwr-interrupted", f"{RESUME_RUN} run-name='interrupted'")
     with subprocess.Popen(
         command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     ) as first:
@@ -198,7 +188,7 @@ def test_a_run_killed_after_round_2_and_resumed_ends_like_an_uninterrupted_run(c
         _kill_everything_using(flwr_home)  # ...and the server and sites it started: no clean-up runs
     assert not (run_dir / "summary.json").exists() and not (run_dir / "final_model.pt").exists()
 
-    resumed = simulate(cohort, "flwr-resumed", f"{RESUME_RUN} resume='{run_dir}'")
+    resumed = simulate_in(cohort, "flwr-resumed", f"{RESUME_RUN} resume='{run_dir}'")
     assert resumed.returncode == 0, resumed.stdout[-3000:]
 
     expected, got = final_weights(cohort / "runs" / "reference"), final_weights(run_dir)

@@ -2,37 +2,24 @@
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 
-from data_loaders.synthetic import generate_cohort
-from tests import REPO
+from tests.e2e.simulation import TINY_MODEL, output_of, simulate
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def fedpidavg_run(tmp_path_factory):
+def fedpidavg_run(tmp_path_factory, two_site_cohort):
     root = tmp_path_factory.mktemp("pid")
-    cohort = root / "cohort"
-    generate_cohort(cohort, n_sites=2, n_subjects=6, seed=11, shape=64, n_test=2, progress=False)
     run_config = (
-        f"strategy='fedpidavg' num-server-rounds=2 data-dir='{cohort}' output-dir='{root / 'runs'}' "
-        "run-name='pid' patch-size=32 samples-per-volume=1 batch-size=1 base-filters=4"
+        f"strategy='fedpidavg' num-server-rounds=2 data-dir='{two_site_cohort}' output-dir='{root / 'runs'}' "
+        f"run-name='pid' {TINY_MODEL}"
     )
-    completed = subprocess.run(
-        [sys.executable, "scripts/simulate.py", "--num-supernodes", "2", "--run-config", run_config],
-        cwd=REPO,
-        env={**os.environ, "FEDTUMOR_HOME": str(root / "home")},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
+    completed = simulate(2, run_config, root / "home", root / "flwr-home")
+    assert completed.returncode == 0, output_of(completed)
     return root / "runs" / "pid"
 
 

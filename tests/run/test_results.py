@@ -257,7 +257,9 @@ def test_draw_run_plots_tolerates_missing_test_split_and_overlay(tmp_path):
 def test_draw_run_plots_with_only_round_zero(tmp_path):
     writer = RunWriter(tmp_path / "fresh")
     writer.add_metrics(round=0, scope="global", split="test", metrics={"dice_wt": 0.0, "hd95_wt": 373.1287})
-    for path in draw_run_plots(writer.run_dir):
+    paths = draw_run_plots(writer.run_dir)
+    assert [p.name for p in paths] == ["dice_per_round.png", "hd95_per_round.png", "site_dice.png"]
+    for path in paths:
         _assert_png(path, min_kb=5)
 
 
@@ -265,7 +267,7 @@ def test_overlay_with_empty_reference_falls_back(tmp_path):
     writer = RunWriter(tmp_path / "run")
     image, _, prediction = make_overlay_case(shape=(32, 32, 32))
     path = writer.write_overlay_case("empty", image, np.zeros_like(prediction), np.zeros_like(prediction), round=0)
-    from fedtumor.run.plots import plot_overlay
+    from fedtumor.run.overlay_plot import plot_overlay
 
     _assert_png(plot_overlay(path, tmp_path / "overlay.png"))
 

@@ -1,0 +1,41 @@
+"""Session fixtures: each synthetic cohort the suite trains on is generated once per test session.
+
+Generating a subject takes about two seconds, so the end-to-end runs share a few small cohorts
+instead of each drawing its own. A test that damages files (a truncated upload) asks for a
+private copy with :func:`copy_cohort`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from data_loaders.synthetic import generate_cohort
+
+TWO_SITES = {"n_sites": 2, "n_subjects": 6, "seed": 5, "shape": 64, "n_test": 2}
+THREE_SITES = {"n_sites": 3, "n_subjects": 9, "seed": 3, "shape": 64, "n_test": 2}
+
+
+def _cohort(tmp_path_factory: pytest.TempPathFactory, settings: dict) -> Path:
+    name = "cohort-" + "-".join(f"{key}{value}" for key, value in settings.items())
+    root = tmp_path_factory.getbasetemp() / name
+    return generate_cohort(root, progress=False, **settings).root  # reused when already there
+
+
+@pytest.fixture(scope="session")
+def two_site_cohort(tmp_path_factory) -> Path:
+    """2 sites, 6 training subjects, 2 held-out test subjects (read-only: copy it to change files)."""
+    return _cohort(tmp_path_factory, TWO_SITES)
+
+
+@pytest.fixture(scope="session")
+def three_site_cohort(tmp_path_factory) -> Path:
+    """3 sites, 9 training subjects, 2 held-out test subjects (read-only: copy it to change files)."""
+    return _cohort(tmp_path_factory, THREE_SITES)
+
+
+def copy_cohort(cohort: Path, destination: Path) -> Path:
+    """A private copy of a session cohort, for a test that damages or removes files."""
+    return Path(shutil.copytree(cohort, destination))
