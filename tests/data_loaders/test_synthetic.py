@@ -16,8 +16,15 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from data_loaders import synthetic
-from data_loaders.synthetic import CohortInfo, generate_cohort
+from data_loaders.site import ensure_synthetic_cohort, synthetic_cohort_dir
+from data_loaders.synthetic import GENERATOR_VERSION, MODALITIES, CohortInfo, generate_cohort
+from data_loaders.synthetic.anatomy import output_affine
+from data_loaders.synthetic.parameters import CohortParameters, validated_parameters
+from data_loaders.synthetic.sites import SubjectPlan, draw_site_profile, long_tail_site_sizes, plan_subjects
+from data_loaders.synthetic.subject import synthesize_subject
+from data_loaders.synthetic.writing import save_subject
+from fedtumor.core.config import RunConfig
+from fedtumor.core.errors import ConfigError
 
 SITES, SUBJECTS, TEST_SUBJECTS, SEED, SHAPE = 3, 10, 2, 7, 64
 FILE_SUFFIXES = ("t1", "t1ce", "t2", "flair", "seg")
@@ -99,7 +106,7 @@ def test_dtypes_shapes_affines_and_spacing(cohort):
 
 def test_images_are_skull_stripped(cohort):
     for subject_id in all_subject_ids(cohort):
-        images = [array(cohort, subject_id, m) for m in synthetic.MODALITIES]
+        images = [array(cohort, subject_id, m) for m in MODALITIES]
         brain = images[0] != 0
         assert 0.15 < brain.mean() < 0.6  # a brain, not the whole cube
         for image in images:
@@ -132,7 +139,7 @@ def test_labels_are_nested(cohort):
 
 def test_cohort_json_records_parameters_sites_and_volumes(cohort):
     record = cohort_record(cohort)
-    assert record["generator_version"] == synthetic.GENERATOR_VERSION
+    assert record["generator_version"] == GENERATOR_VERSION
     assert record["parameters"] == {
         "n_sites": SITES,
         "n_subjects": SUBJECTS,
@@ -176,19 +183,65 @@ def test_heldout_csv_is_disjoint_from_partitions(cohort):
 
 @pytest.mark.parametrize("seed", range(20))
 def test_site_sizes_are_long_tailed(seed):
-    sizes = synthetic.long_tail_site_sizes(4, 24, np.random.default_rng(seed))
+    sizes = long_tail_site_sizes(4, 24, np.random.default_rng(seed))
     assert sum(sizes) == 24 and min(sizes) >= 3
     assert sizes == sorted(sizes, reverse=True)
     assert sizes[0] >= 1.5 * sizes[-1]  # FeTS-like: the largest site dwarfs the smallest
 
 
-def test_default_test_subjects_and_validation(tmp_path):
-    params = synthetic._validated_parameters(4, 24, 0, 64, None)
-    assert params.n_test == 5  # about 20%
-    assert synthetic._validated_parameters(3, 9, 0, 64, None).n_test == 2
-    with pytest.raises(ValueError, match="--subjects"):
-        generate_cohort(tmp_path / "too_few", n_sites=4, n_subjects=11, seed=0, progress=False)
-    assert not (tmp_path / "too_few").exists()
+def test_default_test_subjects():
+    assert validated_parameters(4, 24, 0, 64, None).n_test == 5  # about 20%
+    assert validated_parameters(3, 9, 0, 64, None).n_test == 2  # never fewer than two
+
+
+# --------------------------------------------------------------------------- parameter errors
+
+BAD_PARAMETERS = [
+    ({"n_sites": 0}, "synth-sites", "--sites"),
+    ({"n_subjects": 11}, "synth-subjects", "--subjects"),
+    ({"seed": -1}, "synth-seed", "--seed"),
+    ({"shape": 16}, "synth-shape", "--shape"),
+    ({"n_test": 0}, "synth-test-subjects", "--test-subjects"),
+]
+
+
+@pytest.mark.parametrize(("changed", "key", "option"), BAD_PARAMETERS, ids=[case[1] for case in BAD_PARAMETERS])
+def test_a_bad_parameter_is_a_config_error_naming_its_key(tmp_path, changed, key, option):
+    arguments = {"n_sites": 4, "n_subjects": 12, "seed": 0, "shape": 64, "n_test": 2, **changed}
+    with pytest.raises(ConfigError) as caught:
+        generate_cohort(tmp_path / "cohort", progress=False, **arguments)
+    message = str(caught.value)
+    assert message.startswith(f"run-config key '{key}' (fedtumor synth {option}): ")
+    assert "\n" not in message
+    assert isinstance(caught.value, ValueError)  # callers that caught ValueError still do
+    assert not (tmp_path / "cohort").exists()  # checked before anything is written
+
+
+def test_too_few_subjects_says_how_many_the_sites_need(tmp_path):
+    with pytest.raises(ConfigError, match=r"5 subjects cannot fill 4 sites \(at least 3 each, so at least 12\)"):
+        generate_cohort(tmp_path, n_sites=4, n_subjects=5, seed=0, progress=False)
+
+
+def test_the_federation_gets_a_config_error_naming_synth_subjects(monkeypatch, tmp_path):
+    # The ServerApp derives the sites from its node count when synth-sites is 0.
+    monkeypatch.setenv("FEDTUMOR_HOME", str(tmp_path))
+    config = RunConfig(synth_subjects=8, synth_test_subjects=2)
+    with pytest.raises(ConfigError, match=r"^run-config key 'synth-subjects' .*: 8 subjects cannot fill 4 sites"):
+        ensure_synthetic_cohort(config, n_sites=4)
+    assert not synthetic_cohort_dir(config, 4).exists()
+
+
+def test_fedtumor_synth_prints_one_line_naming_the_option(tmp_path):
+    from typer.testing import CliRunner
+
+    from fedtumor.cli import app
+
+    result = CliRunner().invoke(app, ["synth", "--out", str(tmp_path / "c"), "--sites", "4", "--subjects", "5"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output
+    assert "'synth-subjects' (fedtumor synth --subjects): 5 subjects cannot fill 4 sites" in lines[0]
+    assert not (tmp_path / "c").exists()
 
 
 # --------------------------------------------------------------------------- cache
@@ -232,19 +285,15 @@ def test_a_folder_with_other_data_is_never_overwritten(tmp_path):
 # --------------------------------------------------------------------------- determinism
 
 
-def plans_by_id(seed: int) -> dict[str, synthetic.SubjectPlan]:
-    params = synthetic.CohortParameters(
-        n_sites=SITES, n_subjects=SUBJECTS, n_test=TEST_SUBJECTS, seed=seed, shape=SHAPE
-    )
-    return {plan.subject_id: plan for plan in synthetic.plan_subjects(params)}
+def plans_by_id(seed: int) -> dict[str, SubjectPlan]:
+    params = CohortParameters(n_sites=SITES, n_subjects=SUBJECTS, n_test=TEST_SUBJECTS, seed=seed, shape=SHAPE)
+    return {plan.subject_id: plan for plan in plan_subjects(params)}
 
 
 def regenerate(subject_id: str, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    params = synthetic.CohortParameters(
-        n_sites=SITES, n_subjects=SUBJECTS, n_test=TEST_SUBJECTS, seed=seed, shape=SHAPE
-    )
+    params = CohortParameters(n_sites=SITES, n_subjects=SUBJECTS, n_test=TEST_SUBJECTS, seed=seed, shape=SHAPE)
     plan = plans_by_id(seed)[subject_id]
-    return synthetic.synthesize_subject(plan, synthetic.draw_site_profile(params, plan.profile_site), params)
+    return synthesize_subject(plan, draw_site_profile(params, plan.profile_site), params)
 
 
 def test_same_seed_regenerates_a_subject_exactly_and_out_of_order(cohort, tmp_path):
@@ -252,10 +301,10 @@ def test_same_seed_regenerates_a_subject_exactly_and_out_of_order(cohort, tmp_pa
     images, seg = regenerate(subject_id, SEED)
     on_disk = array(cohort, subject_id, "seg")
     assert seg.dtype == on_disk.dtype and seg.tobytes() == on_disk.tobytes()
-    for modality in synthetic.MODALITIES:
+    for modality in MODALITIES:
         np.testing.assert_array_equal(images[modality], array(cohort, subject_id, modality))
     # The files themselves are byte-identical too (gzip without a timestamp), so manifests hash stably.
-    synthetic._save_subject(tmp_path / subject_id, subject_id, images, seg, synthetic.output_affine(SHAPE))
+    save_subject(tmp_path / subject_id, subject_id, images, seg, output_affine(SHAPE))
     for suffix in FILE_SUFFIXES:
         name = f"{subject_id}/{subject_id}_{suffix}.nii.gz"
         assert (tmp_path / name).read_bytes() == (cohort.root / name).read_bytes(), name
