@@ -32,6 +32,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from fedtumor.run.writer import read_summary
+
 REPO = Path(__file__).resolve().parent.parent
 RUN_SECONDS = {
     "loopback": re.compile(r"finished:completed.*?\(run ([\d.]+)s"),
@@ -48,7 +50,7 @@ def _run(mode: str, command: list[str], env: dict[str, str], run_dir: Path) -> d
     match = RUN_SECONDS[mode].search(output)
     if completed.returncode != 0 or match is None:
         raise SystemExit(f"error: the {mode} run failed (exit {completed.returncode}): {output[-1500:]}")
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = read_summary(run_dir)
     return {
         "mode": mode,
         "run_s": float(match.group(1)),

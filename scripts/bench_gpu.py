@@ -44,6 +44,7 @@ from fedtumor.core.losses import build_loss
 from fedtumor.core.model import build_model, count_parameters
 from fedtumor.core.training import resolve_device, train_epochs
 
+REPO = Path(__file__).resolve().parent.parent  # the Flower app the benchmark simulates
 EXIT_NO_GPU = 3
 
 
@@ -162,6 +163,7 @@ def federated_round(args, work: Path, console: Console) -> dict:
             log_path=work / "gpu-logs" / f"{run_name}.log",
             num_cpus=1,
             num_gpus=args.num_gpus if args.device == "cuda" else 0.0,
+            app_dir=REPO,
         )
     finally:
         sampler.stop()

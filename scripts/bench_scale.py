@@ -36,13 +36,14 @@ from rich.progress import Progress
 
 from data_loaders.partitions import partition_ids, read_partitions
 from data_loaders.synthetic import generate_cohort
-from fedtumor.baselines.run_config import app_run_config
 from fedtumor.bench.probe import round_progress, run_simulation
 from fedtumor.bench.ray_cluster import LoopbackRayCluster
 from fedtumor.bench.report import machine, markdown_table, print_table, write_record
-from fedtumor.core.config import fedtumor_home
+from fedtumor.core.config import fedtumor_home, read_run_config
 from fedtumor.core.errors import ConfigError, DataError
+from fedtumor.federation.settings import check_federation_keys
 
+REPO = Path(__file__).resolve().parent.parent  # the Flower app the benchmark simulates
 TINY = "patch-size=32 samples-per-volume=1 batch-size=1 base-filters=4 queue-length=4"
 
 
@@ -143,7 +144,7 @@ def main() -> int:
             f"data-dir='{cohort}' output-dir='{work / 'scale-runs'}' num-server-rounds={args.rounds} "
             f"server-eval=false fraction-evaluate=0.0 {args.run_config}"
         )
-        app_run_config(base)
+        check_federation_keys(read_run_config(base, REPO))
     except (ConfigError, DataError, ValueError) as exc:
         console.print(f"error: {exc}", style="bold red", highlight=False)
         return 2
@@ -176,6 +177,7 @@ def main() -> int:
                     ray_address=cluster.address if cluster else None,
                     extra_memory_roots=cluster.process_ids if cluster else None,
                     on_line=lambda line, advance=advance, note=note_placement: (advance(line), note(line)),
+                    app_dir=REPO,
                 )
                 progress.remove_task(task)
                 if not timing.ok:

@@ -1,4 +1,4 @@
-"""Run `scripts/simulate.py` and observe it: when each round starts and ends, and peak memory.
+"""Run a simulation (what `scripts/simulate.py` runs) and observe it: when each round starts and ends, and peak memory.
 
 Round boundaries come from Flower's own log lines (``[ROUND k/R]`` and ``Strategy execution
 finished``), time-stamped as they arrive on the stream, so a round's wall time is exact to
@@ -13,17 +13,17 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from fedtumor.deployment.simulation import STATUS_PREFIX, simulation_command
+
 ROUND_START = re.compile(r"\[ROUND (\d+)/(\d+)\]")
 STRATEGY_DONE = re.compile(r"Strategy execution finished in ([\d.]+)s")
-STATUS_LINE = re.compile(r"simulate: run \d+ status (\S+)")
+STATUS_LINE = re.compile(re.escape(STATUS_PREFIX) + r" \d+ status (\S+)")
 
 
 def _children_by_parent() -> dict[int, list[int]]:
@@ -147,11 +147,12 @@ def run_simulation(
     extra_memory_roots: Callable[[], list[int]] | None = None,
     on_line: Callable[[str], None] | None = None,
     env: dict[str, str] | None = None,
+    *,
+    app_dir: Path,
 ) -> SimulationTiming:
-    """Run one simulation through scripts/simulate.py, timing rounds and sampling memory."""
+    """Simulate the Flower app in ``app_dir`` in a new process, timing rounds and sampling memory."""
     command = [
-        sys.executable,
-        str(REPO / "scripts" / "simulate.py"),
+        *simulation_command(app_dir),
         "--num-supernodes",
         str(num_supernodes),
         "--num-cpus",
@@ -172,7 +173,7 @@ def run_simulation(
     with (
         log_path.open("w", buffering=1) as log,
         subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+            command, cwd=app_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
         ) as proc,
     ):
         sampler = MemorySampler(lambda: [proc.pid, *(extra_memory_roots() if extra_memory_roots else [])])

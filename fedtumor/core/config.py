@@ -3,7 +3,14 @@
 Flower hands the ServerApp and each ClientApp the run config from
 ``[tool.flwr.app.config]`` (plus ``--run-config`` overrides) as a flat mapping with
 kebab-case keys. :func:`load_run_config` turns it into a typed :class:`RunConfig` and
-rejects an unknown or ill-typed key with a one-line :class:`ConfigError` naming it.
+rejects an unknown or ill-typed key with a one-line :class:`ConfigError` naming it;
+:func:`read_run_config` does what ``flwr run`` does first (an app's table plus overrides)
+for everything that starts outside Flower.
+
+The field defaults of :class:`RunConfig` are the shipped ``[tool.flwr.app.config]`` values
+(a test keeps them equal): an installed fedtumor without the app folder reads the same config.
+Keys that name federation plug-ins (collaborator selection, round hyperparameters, faults)
+are checked by ``fedtumor.federation.settings``, which knows those plug-ins.
 """
 
 from __future__ import annotations
@@ -11,13 +18,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from fedtumor.core.errors import ConfigError
-from fedtumor.federation.faults import parse_faults
 
 MODEL_NAMES = ("unet", "segresnet", "dynunet", "fets-resunet")
 LOSS_NAMES = ("dice", "dicece")
@@ -27,16 +34,19 @@ SYNTH_SHAPES = (64, 96, 128)
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Typed view of the run config. Field ``foo_bar`` is run-config key ``foo-bar``."""
+    """Typed view of the run config. Field ``foo_bar`` is run-config key ``foo-bar``.
+
+    Defaults are pyproject's ``[tool.flwr.app.config]`` values, key for key.
+    """
 
     # Federation
-    num_server_rounds: int = 5
+    num_server_rounds: int = 8
     strategy: str = "fedavg"
     strategy_config: str = ""  # the strategy's parameters, "key=value key2=value2"
     fraction_train: float = 1.0
     fraction_evaluate: float = 1.0
     min_available_nodes: int = 2
-    round_timeout_s: float = 3600.0
+    round_timeout_s: float = 1800.0
     # Reliability (docs/reliability.md): replies a round needs (0 = min-available-nodes), update-norm
     # bound (0 = off), the run folder to resume ("" = a new run), test-only faults ("" = none)
     min_train_replies: int = 0
@@ -54,10 +64,10 @@ class RunConfig:
     dp_clipping_norm: float = 1.0
     # Local training
     local_epochs: int = 1
-    learning_rate: float = 1e-3
+    learning_rate: float = 0.01
     batch_size: int = 2
-    patch_size: int = 64
-    samples_per_volume: int = 2
+    patch_size: int = 48
+    samples_per_volume: int = 4
     queue_length: int = 16
     augment: bool = True
     loss: str = "dicece"
@@ -65,7 +75,7 @@ class RunConfig:
     model: str = "unet"
     base_filters: int = 8
     # Preprocessing
-    spacing_mm: float = 1.0
+    spacing_mm: float = 3.0
     # Data
     data_dir: str = ""
     partitions: str = ""
@@ -74,7 +84,7 @@ class RunConfig:
     server_eval: bool = True
     # Synthetic cohort, used when data-dir is empty
     synth_sites: int = 0
-    synth_subjects: int = 24
+    synth_subjects: int = 32
     synth_test_subjects: int = 6
     synth_seed: int = 0
     synth_shape: int = 64
@@ -128,23 +138,6 @@ class RunConfig:
             value = getattr(self, _field(key))
             if value and not Path(value).expanduser().is_absolute():
                 raise ConfigError(f"run-config key '{key}': {value!r} must be an absolute path")
-        self._check_fets_hooks()
-        try:
-            parse_faults(self.fault_injection)
-        except ValueError as exc:
-            raise ConfigError(f"run-config key 'fault-injection': {exc}") from None
-
-    def _check_fets_hooks(self) -> None:
-        from fedtumor.federation.fets_hooks import hyperparameters_from_spec, selector_from_spec  # no import cycle
-
-        for key, parse in (
-            ("collaborator-selection", selector_from_spec),
-            ("round-hyperparameters", hyperparameters_from_spec),
-        ):
-            try:
-                parse(getattr(self, _field(key)))
-            except ValueError as exc:
-                raise ConfigError(f"run-config key '{key}': {exc}") from None
 
     def to_run_config(self) -> dict[str, Any]:
         """Back to the flat kebab-case mapping Flower uses (for config.json)."""
@@ -196,11 +189,68 @@ def load_run_config(run_config: Mapping[str, Any]) -> RunConfig:
     return RunConfig(**values)
 
 
-def require_every_key(run_config: Mapping[str, Any]) -> None:
+def require_every_key(run_config: Mapping[str, Any], source: Path | str = "pyproject.toml") -> None:
     """ConfigError naming the first RunConfig key the app config lacks (Flower would refuse to override it)."""
     for name in _FIELD_TYPES:
         if _key(name) not in run_config:
-            raise ConfigError(f"run-config key '{_key(name)}' is missing from [tool.flwr.app.config] in pyproject.toml")
+            raise ConfigError(f"run-config key '{_key(name)}' is missing from [tool.flwr.app.config] in {source}")
+
+
+APP_FILE = "pyproject.toml"  # a Flower app folder holds its run config in this file's [tool.flwr.app.config]
+
+
+def _read_app_table(app_dir: Path) -> dict[str, Any]:
+    pyproject = Path(app_dir) / APP_FILE
+    try:
+        with pyproject.open("rb") as handle:
+            table = tomllib.load(handle)["tool"]["flwr"]["app"]["config"]
+    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{pyproject}: no readable [tool.flwr.app.config] table ({type(exc).__name__})") from None
+    if not isinstance(table, dict):
+        raise ConfigError(f"{pyproject}: [tool.flwr.app.config] is not a table")
+    return table
+
+
+def app_config_table(app_dir: Path) -> dict[str, Any]:
+    """``[tool.flwr.app.config]`` of ``app_dir/pyproject.toml``, holding every key; ConfigError naming the file."""
+    table = _read_app_table(app_dir)
+    require_every_key(table, Path(app_dir) / APP_FILE)
+    return table
+
+
+def find_app_dir(directory: Path) -> Path | None:
+    """``directory`` when it is a Flower app folder (its pyproject.toml has the config table), else None."""
+    try:
+        _read_app_table(directory)
+    except ConfigError:
+        return None
+    return Path(directory)
+
+
+def parse_overrides(overrides: str) -> dict[str, Any]:
+    """``--run-config`` text parsed by Flower's own parser; a one-line ConfigError when it cannot be parsed."""
+    if not overrides.strip():
+        return {}
+    from flwr.common.config import parse_config_args  # only this function of Flower; importing it is not cheap
+
+    try:
+        return parse_config_args([overrides])
+    except Exception as exc:  # Flower raises ValueError, click or TOML errors for bad text
+        raise ConfigError(f"cannot parse --run-config {overrides!r}: {' '.join(str(exc).split())}") from None
+
+
+def read_run_config(overrides: str = "", app_dir: Path | None = None) -> RunConfig:
+    """The run config a federation of this app would get, validated: what ``flwr run --run-config`` does first.
+
+    The base is ``app_dir``'s ``[tool.flwr.app.config]`` when an app folder is given, else the
+    packaged defaults (``RunConfig()``, the same values as the shipped table). ``overrides`` are
+    parsed by Flower's parser, so ``"num-server-rounds=3 data-dir='/x'"`` means exactly what it
+    means after ``flwr run --run-config``. Bad input raises a one-line ConfigError naming the key
+    or the file. Keys naming federation plug-ins are checked by
+    ``fedtumor.federation.settings.check_federation_keys``.
+    """
+    base = app_config_table(app_dir) if app_dir is not None else RunConfig().to_run_config()
+    return load_run_config({**base, **parse_overrides(overrides)})
 
 
 def fedtumor_home() -> Path:

@@ -11,42 +11,37 @@ import json
 import re
 import subprocess
 import time
-import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
 RUN_ID_PATTERN = re.compile(r"run (?:with id |id[: ]+)?(\d{6,})", re.IGNORECASE)
 SUCCESS_STATUS = "finished:completed"
 
 
-def validate_run_config(overrides: str, app_dir: Path = REPO) -> str | None:
-    """Check the app's shipped config plus overrides; a one-line error naming the key, or None."""
-    from flwr.common.config import parse_config_args
+def validate_run_config(overrides: str, app_dir: Path) -> str | None:
+    """Check the app's shipped config plus overrides; a one-line error naming the key, or None.
 
-    from fedtumor.core.config import load_run_config, require_every_key
+    ``app_dir`` is the Flower app folder that `flwr run` would submit (its pyproject.toml).
+    """
+    from fedtumor.core.config import read_run_config
     from fedtumor.core.errors import ConfigError
     from fedtumor.federation.privacy import dp_enabled, with_client_level_dp
     from fedtumor.federation.registry import build_strategy, load_registry, parse_strategy_config
+    from fedtumor.federation.settings import check_federation_keys
     from fedtumor.run.folder import preflight
 
-    with open(app_dir / "pyproject.toml", "rb") as handle:
-        shipped = tomllib.load(handle)["tool"]["flwr"]["app"]["config"]
     try:
-        require_every_key(shipped)
-        config = load_run_config({**shipped, **parse_config_args([overrides] if overrides else None)})
+        config = check_federation_keys(read_run_config(overrides, app_dir))
         preflight(config)  # issue 6: output folder writable, run name free, resume folder matching
         parse_strategy_config(load_registry().get(config.strategy), config.strategy_config)
         if dp_enabled(config):  # refuses a strategy that cannot carry client-level DP
             with_client_level_dp(build_strategy(config), config)
     except ConfigError as exc:
         return str(exc)
-    except Exception as exc:  # unparsable --run-config text
-        return f"cannot parse --run-config {overrides!r}: {exc}"
     return None
 
 
-def run_status(run_id: str, connection: str, env: Mapping[str, str], cwd: Path = REPO) -> str:
+def run_status(run_id: str, connection: str, env: Mapping[str, str], cwd: Path | None = None) -> str:
     """The run's status as the SuperLink reports it, e.g. ``finished:completed`` or ``running``."""
     out = subprocess.run(
         ["flwr", "ls", connection, "--run-id", run_id, "--format", "json"],
@@ -64,7 +59,12 @@ def run_status(run_id: str, connection: str, env: Mapping[str, str], cwd: Path =
 
 
 def wait_for_run(
-    run_id: str, connection: str, env: Mapping[str, str], timeout_s: float, poll_s: float = 3.0, cwd: Path = REPO
+    run_id: str,
+    connection: str,
+    env: Mapping[str, str],
+    timeout_s: float,
+    poll_s: float = 3.0,
+    cwd: Path | None = None,
 ) -> str:
     """Poll until the run's status starts with ``finished``; the last status seen on timeout."""
     deadline = time.monotonic() + timeout_s
@@ -82,10 +82,11 @@ def stream_run(
     env: Mapping[str, str],
     run_config: str = "",
     extra_args: list[str] = (),
-    app_dir: Path = REPO,
+    *,
+    app_dir: Path,
     echo: Callable[[str], None] = print,
 ) -> str | None:
-    """``flwr run --stream``, each line passed to ``echo``; the run id, or None if none was printed."""
+    """``flwr run APP_DIR --stream``, each line passed to ``echo``; the run id, or None if none was printed."""
     command = ["flwr", "run", str(app_dir), connection, "--stream", *extra_args]
     if run_config:
         command += ["--run-config", run_config]

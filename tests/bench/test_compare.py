@@ -1,7 +1,6 @@
-"""scripts/compare.py: the table's arithmetic on known numbers, and the reduced study end to end."""
+"""The comparison study: the table's arithmetic on known numbers, its files from run folders, the reduced study."""
 
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -9,15 +8,11 @@ import sys
 
 import pytest
 
+from fedtumor.bench.compare import RunRecord, comparison_rows
+from fedtumor.bench.compare_study import STUDY_FILES, Study, StudyPlan, record_of, reusable, write_study_outputs
+from fedtumor.run.files import SUMMARY_FILE
+from fedtumor.run.writer import RunWriter
 from tests import REPO
-
-
-def load_compare():
-    spec = importlib.util.spec_from_file_location("compare", REPO / "scripts" / "compare.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["compare"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 def final(et, tc, wt, hd=10.0):
@@ -25,18 +20,20 @@ def final(et, tc, wt, hd=10.0):
 
 
 def test_ratio_to_pooled_and_gain_over_mean_local_are_paired_by_seed():
-    compare = load_compare()
-    record = compare.RunRecord
     records = [
-        record("pooled", 0, "", 10.0, True, final=final(0.6, 0.6, 0.6)),
-        record("pooled", 1, "", 12.0, True, final=final(0.8, 0.8, 0.8)),
-        record("local", 0, "", 5.0, True, final=final(0.3, 0.3, 0.3), per_site_final={"site-1": final(0.2, 0.2, 0.2)}),
-        record("local", 1, "", 5.0, True, final=final(0.4, 0.4, 0.4), per_site_final={"site-1": final(0.5, 0.5, 0.5)}),
-        record("fedavg", 0, "", 30.0, True, final=final(0.3, 0.6, 0.9)),  # mean 0.6
-        record("fedavg", 1, "", 50.0, True, final=final(0.6, 0.6, 0.6)),
-        record("fedbn", 0, "", 1.0, False, error="simulate.py exit 1"),  # a failed run is left out
+        RunRecord("pooled", 0, "", 10.0, True, final=final(0.6, 0.6, 0.6)),
+        RunRecord("pooled", 1, "", 12.0, True, final=final(0.8, 0.8, 0.8)),
+        RunRecord(
+            "local", 0, "", 5.0, True, final=final(0.3, 0.3, 0.3), per_site_final={"site-1": final(0.2, 0.2, 0.2)}
+        ),
+        RunRecord(
+            "local", 1, "", 5.0, True, final=final(0.4, 0.4, 0.4), per_site_final={"site-1": final(0.5, 0.5, 0.5)}
+        ),
+        RunRecord("fedavg", 0, "", 30.0, True, final=final(0.3, 0.6, 0.9)),  # mean 0.6
+        RunRecord("fedavg", 1, "", 50.0, True, final=final(0.6, 0.6, 0.6)),
+        RunRecord("fedbn", 0, "", 1.0, False, error="simulation exit 1"),  # a failed run is left out
     ]
-    rows = {row["method"]: row for row in compare.comparison_rows(records, [0, 1])}
+    rows = {row["method"]: row for row in comparison_rows(records)}
     assert list(rows) == ["pooled", "local", "local site-1", "fedavg"]
     fedavg = rows["fedavg"]
     assert fedavg["mean_dice"] == pytest.approx(0.6)
@@ -47,6 +44,53 @@ def test_ratio_to_pooled_and_gain_over_mean_local_are_paired_by_seed():
     assert fedavg["wall_s"] == 40.0
     assert rows["pooled"]["ratio_to_pooled"] == 1.0 and rows["local"]["gain_over_mean_local"] == 0.0
     assert rows["local site-1"]["mean_dice"] == pytest.approx(0.35)
+
+
+def test_without_baselines_the_rows_have_no_ratio_and_no_gain():
+    rows = comparison_rows([RunRecord("fedavg", 0, "", 3.0, True, final=final(0.3, 0.6, 0.9))])
+    assert [row["method"] for row in rows] == ["fedavg"]
+    assert rows[0]["ratio_to_pooled"] is None and rows[0]["gain_over_mean_local"] is None
+    assert rows[0]["mean_dice_sd"] is None  # one seed: no standard deviation
+
+
+def _finished_run(run_dir, dice_per_round):
+    writer = RunWriter(run_dir)
+    for server_round, dice in dice_per_round.items():
+        writer.add_metrics(round=server_round, scope="global", split="test", metrics=final(dice, dice, dice))
+    last = dice_per_round[max(dice_per_round)]
+    writer.write_summary({"final": {**final(last, last, last), "round": max(dice_per_round)}})
+
+
+def test_a_finished_run_is_read_and_reused_with_its_wall_time_and_a_half_written_one_is_redone(tmp_path):
+    run_dir = tmp_path / "runs" / "fedavg-seed0"
+    _finished_run(run_dir, {0: 0.1, 1: 0.4})
+    record = record_of("fedavg", 0, run_dir, 12.5, reused=False)
+    assert record.final == final(0.4, 0.4, 0.4) and record.mean_dice_per_round == pytest.approx({0: 0.1, 1: 0.4})
+    assert reusable(run_dir)
+    assert record_of("fedavg", 0, run_dir, 0.0, reused=True).wall_s == 12.5  # the time it took when it ran
+    half = tmp_path / "runs" / "fedprox-seed0"
+    RunWriter(half).add_metrics(round=0, scope="global", split="test", metrics=final(0.1, 0.1, 0.1))
+    assert not reusable(half) and not half.exists()
+
+
+def test_study_outputs_hold_the_table_and_every_run(tmp_path):
+    plan = StudyPlan(sites=2, subjects=6, test_subjects=1, cohort_seed=0, seeds=[0], methods=["fedavg"], rounds=1)
+    study = Study(plan, tmp_path, tmp_path / "cohort", "num-server-rounds=1", REPO)
+    for name, dice in (("pooled-seed0", 0.8), ("fedavg-seed0", 0.4)):
+        _finished_run(tmp_path / "runs" / name, {0: 0.1, 1: dice})
+    records = [
+        record_of(n.split("-")[0], 0, tmp_path / "runs" / n, 1.0, False) for n in ("pooled-seed0", "fedavg-seed0")
+    ]
+    rows = write_study_outputs(study, records, "compare.main(...)", {"sites": 2}, 0.0, (0.0, 0.0, 0.0))
+    assert [row["method"] for row in rows] == ["pooled", "fedavg"]
+    assert rows[1]["ratio_to_pooled"] == pytest.approx(0.5)
+    assert all((tmp_path / name).stat().st_size > 0 for name in STUDY_FILES)
+    report = json.loads((tmp_path / "comparison.json").read_text())
+    assert report["run_config"] == "num-server-rounds=1" and [r["method"] for r in report["runs"]] == [
+        "pooled",
+        "fedavg",
+    ]
+    assert write_study_outputs(study, [RunRecord("fedavg", 0, "", 1.0, False)], "", {}, 0.0, (0, 0, 0)) == []
 
 
 @pytest.mark.e2e
@@ -70,4 +114,4 @@ def test_reduced_study_writes_table_csv_json_and_plot(tmp_path):
     fedavg = next(run for run in report["runs"] if run["method"] == "fedavg")
     assert sorted(map(int, fedavg["mean_dice_per_round"])) == [0, 1]  # Dice per round, initial model included
     assert (out / "dice_per_round.png").stat().st_size > 0
-    assert (out / "runs" / "pooled-seed0" / "summary.json").is_file()
+    assert (out / "runs" / "pooled-seed0" / SUMMARY_FILE).is_file()

@@ -3,8 +3,8 @@
 Data problems go through ``fedtumor check-data`` (what a hospital runs before joining; the
 ClientApp raises the same errors, see test_federation_e2e.py). Run-config problems go through
 ``scripts/simulate.py``, which checks everything it can before Flower starts and exits 2 with
-one line on stderr. Each case runs next to a finished run folder whose files must come out
-byte for byte the same.
+one line on stderr, and through the baselines (``fedtumor centralized`` / ``local``). Each case
+runs next to a finished run folder whose files must come out byte for byte the same.
 """
 
 import importlib.util
@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fedtumor.cli import app
-from fedtumor.core.config import RunConfig, load_run_config, require_every_key
+from fedtumor.core.config import RunConfig, app_config_table, load_run_config, require_every_key
 from fedtumor.core.errors import ConfigError
 from fedtumor.run.files import RESUME_FILE
 from fedtumor.run.folder import preflight
@@ -105,10 +105,7 @@ def finished_run(tmp_path):
 
 
 def shipped_config() -> dict:
-    import tomllib
-
-    with open(REPO / "pyproject.toml", "rb") as handle:
-        return tomllib.load(handle)["tool"]["flwr"]["app"]["config"]
+    return app_config_table(REPO)
 
 
 def _rng() -> dict:
@@ -144,6 +141,15 @@ def _cases(run_dir: Path, tmp: Path) -> list[tuple[str, str]]:
         ("learning-rate=-1.0", "error: run-config key 'learning-rate': value -1.0 is out of range"),
         ("strategy='fedsgd'", "error: run-config key 'strategy': unknown strategy 'fedsgd'; available: "),
         ("fault-injection='site-1:explode@1'", "error: run-config key 'fault-injection': 'site-1:explode@1': fault"),
+        (
+            "collaborator-selection='best-sites'",
+            "error: run-config key 'collaborator-selection': 'best-sites' is not one of all-sites",
+        ),
+        (
+            "round-hyperparameters='step-decay every=0'",
+            "error: run-config key 'round-hyperparameters': step-decay: every must be an integer >= 1",
+        ),
+        ("seed=[1", "error: cannot parse --run-config 'seed=[1': "),
         ("max-update-norm=-2.0", "error: run-config key 'max-update-norm': value -2.0 is out of range"),
         (f"output-dir='{a_file / 'runs'}'", f"error: run-config key 'output-dir': cannot write to {a_file / 'runs'}"),
         (
@@ -168,14 +174,49 @@ def _simulate_module():
     return module
 
 
-def test_bad_run_config_and_folders_are_one_line_and_leave_results_intact(finished_run, tmp_path):
+def test_bad_run_config_and_folders_are_one_line_and_leave_results_intact(finished_run, tmp_path, capsys):
     run_dir, before = finished_run
-    validate = _simulate_module().validate_run_config
+    simulate = _simulate_module().main
     for overrides, expected in _cases(run_dir, tmp_path):
-        problem = validate(overrides)
-        assert problem is not None and "\n" not in problem, overrides
-        assert f"error: {problem}".startswith(expected), (overrides, problem)
+        code = simulate(["--run-config", overrides])
+        captured = capsys.readouterr()
+        lines = captured.err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and not captured.out, (overrides, code, captured)
+        assert lines[0].startswith(expected), (overrides, lines[0])
         assert _snapshot(run_dir) == before, f"{overrides} changed the existing run folder"
+
+
+@pytest.mark.parametrize("command", ["centralized", "local"])
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ("num-server-round=2", "error: unknown run-config key 'num-server-round' (did you mean 'num-server-rounds'?)"),
+        ("fault-injection='site-1:explode@1'", "error: run-config key 'fault-injection': 'site-1:explode@1': fault"),
+        ("collaborator-selection='best-sites'", "error: run-config key 'collaborator-selection': 'best-sites' is not"),
+    ],
+)
+def test_a_baseline_refuses_a_bad_run_config_in_one_line(command, overrides, expected, tmp_path):
+    result = CliRunner().invoke(app, [command, "--run-config", overrides, "--sites", "2", "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1 and result.output.startswith(expected), result.output
+
+
+def test_a_baseline_names_an_app_folder_without_a_flower_config(tmp_path):
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'not-an-app'\n")
+    result = CliRunner().invoke(app, ["centralized", "--app-dir", str(tmp_path), "--sites", "2", "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: {tmp_path / 'pyproject.toml'}: no readable [tool.flwr.app.config]")
+
+
+def test_a_baseline_reads_the_current_folder_when_it_is_a_flower_app(tmp_path, monkeypatch):
+    """Without --app-dir, the current folder's app config is the base, as for `flwr run .`."""
+    table = {**shipped_config(), "model": "vnet"}  # only this app's table holds the bad value
+    lines = [f"{key} = {json.dumps(value)}" for key, value in table.items()]
+    (tmp_path / "pyproject.toml").write_text("[tool.flwr.app.config]\n" + "\n".join(lines) + "\n")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["local", "--sites", "2", "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: run-config key 'model': 'vnet' is not one of"), result.output
 
 
 def test_simulate_exits_2_with_one_line_before_starting_anything(finished_run):

@@ -1,0 +1,159 @@
+"""Federated versus pooled versus local-only: the comparison table's statistics, its files and its plot.
+
+One :class:`RunRecord` per finished (or failed) run of a study; :func:`comparison_rows` turns
+them into one row per method: held-out Dice and HD95 per region (mean and standard deviation
+over seeds), the ratio of each method's mean Dice to the pooled model's and its gain over the
+mean local-only model, both paired by seed, and the mean wall time.
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from fedtumor.core.metrics import mean_dice
+
+POOLED, LOCAL = "pooled", "local"
+REGIONS = ("et", "tc", "wt")
+HEADERS = [
+    "method", "Dice ET", "Dice TC", "Dice WT", "mean Dice", "HD95 ET mm", "HD95 TC mm", "HD95 WT mm",
+    "/ pooled", "gain over mean local", "wall s",
+]  # fmt: skip
+
+
+@dataclass
+class RunRecord:
+    method: str
+    seed: int
+    run_dir: str
+    wall_s: float
+    ok: bool
+    reused: bool = False
+    error: str = ""
+    final: dict = field(default_factory=dict)
+    per_site_final: dict = field(default_factory=dict)
+    mean_dice_per_round: dict = field(default_factory=dict)
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float | None]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def _without_round(final: dict) -> dict:
+    return {k: v for k, v in final.items() if k != "round"}
+
+
+def _finals_by_method(records: list[RunRecord]) -> dict[str, dict[int, dict]]:
+    """Final scores per method and seed; the local baseline adds one method per site ("local site-k")."""
+    by_method: dict[str, dict[int, dict]] = {}
+    for record in records:
+        by_method.setdefault(record.method, {})[record.seed] = record.final
+        if record.method == LOCAL:
+            for site, final in record.per_site_final.items():
+                by_method.setdefault(f"{LOCAL} {site}", {})[record.seed] = _without_round(final)
+    return by_method
+
+
+def _paired_mean(finals: dict[int, dict], reference: dict[int, dict], compare) -> float | None:
+    """Mean over the seeds both have of ``compare(mean Dice, reference mean Dice)``; None when none."""
+    seeds = [seed for seed in finals if seed in reference]
+    if not seeds:
+        return None
+    return statistics.fmean(compare(mean_dice(finals[s]), mean_dice(reference[s])) for s in seeds)
+
+
+def comparison_rows(records: list[RunRecord]) -> list[dict]:
+    """One row per method (and per local site): means over seeds, ratio to pooled, gain over local.
+
+    Failed runs are left out. Order: pooled, local, each local site, then the federated methods.
+    """
+    ok = [r for r in records if r.ok]
+    by_method = _finals_by_method(ok)
+    walls: dict[str, list[float]] = {}
+    for record in ok:
+        walls.setdefault(record.method, []).append(record.wall_s)
+    pooled = by_method.get(POOLED, {})
+    local = by_method.get(LOCAL, {})
+    order = [m for m in (POOLED, LOCAL) if m in by_method]
+    order += sorted(k for k in by_method if k.startswith(f"{LOCAL} "))
+    order += [m for m in by_method if m not in order]
+    rows = []
+    for method in order:
+        finals = by_method[method]
+        row: dict = {"method": method, "seeds": len(finals)}
+        for metric in [f"dice_{r}" for r in REGIONS] + [f"hd95_{r}" for r in REGIONS]:
+            row[metric], row[f"{metric}_sd"] = _mean_sd([f[metric] for f in finals.values()])
+        row["mean_dice"], row["mean_dice_sd"] = _mean_sd([mean_dice(f) for f in finals.values()])
+        row["ratio_to_pooled"] = _paired_mean(finals, pooled, lambda d, ref: d / ref)
+        row["gain_over_mean_local"] = _paired_mean(finals, local, lambda d, ref: d - ref)
+        row["relative_gain_over_mean_local"] = _paired_mean(finals, local, lambda d, ref: d / ref - 1)
+        row["wall_s"] = statistics.fmean(walls[method]) if method in walls else None
+        rows.append(row)
+    return rows
+
+
+def _fmt(value, sd=None, digits=3) -> str:
+    if value is None:
+        return "-"
+    text = f"{value:.{digits}f}"
+    return f"{text} ± {sd:.{digits}f}" if sd is not None else text
+
+
+def display_row(row: dict) -> list[str]:
+    """A row's cells under :data:`HEADERS`, as the markdown table and the terminal show them."""
+    gain = row["gain_over_mean_local"]
+    relative = row["relative_gain_over_mean_local"]
+    return [
+        row["method"],
+        *(_fmt(row[f"dice_{r}"], row[f"dice_{r}_sd"]) for r in REGIONS),
+        _fmt(row["mean_dice"], row["mean_dice_sd"]),
+        *(_fmt(row[f"hd95_{r}"], row[f"hd95_{r}_sd"], 1) for r in REGIONS),
+        _fmt(row["ratio_to_pooled"]),
+        "-" if gain is None else f"{gain:+.3f} ({relative:+.0%})",
+        _fmt(row["wall_s"], digits=0),
+    ]
+
+
+def write_markdown(rows: list[dict], path: Path) -> None:
+    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "|".join(["---"] + ["---:"] * (len(HEADERS) - 1)) + "|"]
+    lines += ["| " + " | ".join(display_row(row)) + " |" for row in rows]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot_dice_per_round(records: list[RunRecord], path: Path) -> None:
+    """Held-out mean Dice (ET, TC, WT) per round, averaged over seeds, one line per method."""
+    fig = Figure(figsize=(8, 5), layout="constrained")
+    ax = fig.subplots()
+    methods: dict[str, list[dict]] = {}
+    for record in records:
+        if record.ok and record.mean_dice_per_round:
+            methods.setdefault(record.method, []).append(record.mean_dice_per_round)
+    for method, curves in methods.items():
+        rounds = sorted(set.intersection(*(set(c) for c in curves)))
+        means = [statistics.fmean(c[r] for c in curves) for r in rounds]
+        style = {"linestyle": "--", "linewidth": 2.5} if method in (POOLED, LOCAL) else {"marker": "o"}
+        label = {POOLED: "pooled data (upper bound)", LOCAL: "mean local-only model"}.get(method, method)
+        ax.plot(rounds, means, label=label, **style)
+        if len(curves) > 1:
+            low = [min(c[r] for c in curves) for r in rounds]
+            high = [max(c[r] for c in curves) for r in rounds]
+            ax.fill_between(rounds, low, high, alpha=0.12)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("round (baselines: the same epochs)")
+    ax.set_ylabel("held-out mean Dice (ET, TC, WT)")
+    ax.set_title("Held-out Dice per round; band: range over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=130)
