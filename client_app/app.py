@@ -12,18 +12,20 @@ from collections.abc import Callable
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.logger import FLOWER_LOGGER as log
 
 from client_app.privacy import clip_update_when_asked
-from data_loaders.pipelines import model_input, patch_batches, patch_queue, regions_array, subject_spacing
+from data_loaders.pipelines import model_input, regions_array, subject_spacing
+from data_loaders.round_patches import round_patch_batches
 from data_loaders.site import SiteData, load_site
 from fedtumor.core.config import RunConfig, load_run_config
 from fedtumor.core.errors import ConfigError, DataError
 from fedtumor.core.losses import build_loss
 from fedtumor.core.model import build_model
-from fedtumor.core.training import VolumeCase, evaluate_cases, mean_loss, patch_seed, resolve_device, train_epochs
+from fedtumor.core.training import SiteRound, VolumeCase, evaluate_cases, resolve_device, train_site_round
 from fedtumor.federation.client_hooks import ClientHooks
-from fedtumor.federation.fault_mod import inject_fault  # test-only switch, off unless fault-injection is set
+from fedtumor.federation.faults import FAULT_INJECTION_KEY
 from fedtumor.federation.registry import client_hooks_for
 from fedtumor.federation.wire import (
     ARRAYS_KEY,
@@ -32,13 +34,16 @@ from fedtumor.federation.wire import (
     LOCAL_EPOCHS_KEY,
     LOSS_AFTER_KEY,
     LOSS_BEFORE_KEY,
+    LOSS_KEY,
     MANIFEST_KEY,
     METRICS_KEY,
     NUM_EXAMPLES_KEY,
+    NUM_PATCHES_KEY,
     REPORT_LOSS_BEFORE_KEY,
     SERVER_ROUND_KEY,
     SITE_ID_KEY,
     SITE_RECORD_KEY,
+    TRAIN_SECONDS_KEY,
 )
 
 DATA_ERROR_CODE = 100  # an application error code, outside Flower's own range
@@ -98,7 +103,31 @@ def _reply_on_bad_input(handler: Callable[[Message, Context], Message]) -> Calla
     return wrapped
 
 
-@app.train(mods=[clip_update_when_asked])  # client-level DP: clips what is sent
+def inject_faults_when_set(message: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """The test-only ``fault-injection`` switch as a mod: with the key empty no fault code is imported or run."""
+    if not context.run_config.get(FAULT_INJECTION_KEY, ""):
+        return call_next(message, context)
+    from fedtumor.federation.fault_mod import fault_injection_mod
+
+    return fault_injection_mod(message, context, call_next)
+
+
+def train_reply_metrics(num_examples: int, result: SiteRound) -> dict[str, int | float]:
+    """A training reply's metrics (wire.py's names); the loss change only when it was probed."""
+    metrics = {
+        NUM_EXAMPLES_KEY: num_examples,
+        LOSS_KEY: result.stats.loss,
+        NUM_PATCHES_KEY: result.stats.num_patches,
+        TRAIN_SECONDS_KEY: result.stats.seconds,
+    }
+    if result.loss_before is not None:
+        metrics[LOSS_BEFORE_KEY] = result.loss_before
+        metrics[LOSS_AFTER_KEY] = result.loss_after
+    return metrics
+
+
+# Mods listed first wrap the outside: DP clips what the fault mod leaves, i.e. exactly what is sent.
+@app.train(mods=[clip_update_when_asked, inject_faults_when_set])
 @_reply_on_bad_input
 def train(message: Message, context: Context) -> Message:
     config, site, model, device, hooks = _prepare(message, context)
@@ -106,26 +135,20 @@ def train(message: Message, context: Context) -> Message:
     lr = float(message.content[CONFIG_KEY].get(LEARNING_RATE_KEY, config.learning_rate))
     epochs = int(message.content[CONFIG_KEY].get(LOCAL_EPOCHS_KEY, config.local_epochs))
     # Reproducible patches per site and round, different across both.
-    torch.manual_seed(patch_seed(config.seed, site.site_id, server_round))
-    queue = patch_queue(site.train, config.patch_size, config.samples_per_volume, config.queue_length, config.augment)
-    loss_fn = build_loss(config.loss)
-    # Cost-weighted strategies (FedCostWAvg, FedPIDAvg) compare the loss before and after
-    # local training, on the same fixed patches and in eval mode.
-    probe = None
-    if message.content[CONFIG_KEY].get(REPORT_LOSS_BEFORE_KEY, False):
-        probe = list(patch_batches(queue, config.batch_size))
-        loss_before = mean_loss(model, probe, loss_fn, device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    stats = train_epochs(
+    epoch_batches = round_patch_batches(site.train, config, site.site_id, server_round)
+    result = train_site_round(
         model,
-        lambda: patch_batches(queue, config.batch_size),
+        epoch_batches,
         epochs,
-        optimizer,
-        loss_fn,
+        build_loss(config.loss),
         device,
+        learning_rate=lr,
+        # Cost-weighted strategies (FedCostWAvg, FedPIDAvg) compare the loss before and after local training.
+        probe_loss_change=bool(message.content[CONFIG_KEY].get(REPORT_LOSS_BEFORE_KEY, False)),
         extra_loss=hooks.extra_loss,
         before_step=hooks.before_optimizer_step,
     )
+    stats = result.stats
     log.info(
         "%s round %d: loss %.4f over %d patches in %.1fs",
         site.site_id,
@@ -134,18 +157,8 @@ def train(message: Message, context: Context) -> Message:
         stats.num_patches,
         stats.seconds,
     )
-    metrics = {
-        "num-examples": len(site.train),
-        "loss": stats.loss,
-        "num-patches": stats.num_patches,
-        "train-seconds": stats.seconds,
-    }
-    if probe is not None:
-        metrics[LOSS_BEFORE_KEY] = loss_before
-        metrics[LOSS_AFTER_KEY] = mean_loss(model, probe, loss_fn, device)
     arrays = hooks.reply_arrays(model.cpu(), stats.num_steps, lr)
-    arrays, metrics = inject_fault(config, site.site_id, server_round, arrays, metrics, message.content[ARRAYS_KEY])
-    return _reply(message, site, arrays, metrics)
+    return _reply(message, site, arrays, train_reply_metrics(len(site.train), result))
 
 
 @app.evaluate()

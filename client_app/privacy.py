@@ -3,8 +3,8 @@
 The server's :class:`fedtumor.federation.privacy.ClientLevelDP` puts the clipping norm in each training
 round's config; Flower's ``fixedclipping_mod`` then scales the site's update (reply model minus
 received model) down to that L2 norm. This mod sits on the train handler only, outside every
-client hook, so it clips exactly the arrays that are sent. Without the key (DP off) the handler
-runs untouched.
+client hook and outside the test-only fault mod, so it clips exactly the arrays that are sent.
+Without the key (DP off) the handler runs untouched.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ For each amount of compute per round (`--local-epochs`, one value per row), runs
    per site) of ROUNDS rounds, with no held-out or site evaluation, so a round is training,
    serialisation, Ray dispatch and aggregation only; and
 2. the same local training with no federation, in this one process: for each round and each
-   site, the global model, the site's patches (the same seeds as its ClientApp) and Adam,
-   one site after the other.
+   site, the global model, the site's patches and a fresh Adam (the ClientApp's own
+   ``train_site_round`` on the same seeded patches), one site after the other.
 
 Both sides train one site at a time with the same PyTorch threads (`--torch-threads`,
 default 1; Ray gets `--cpus-per-site`, default every core, so it runs one ClientApp at a
@@ -37,18 +37,20 @@ from matplotlib.figure import Figure
 from rich.console import Console
 from rich.progress import Progress
 
-from data_loaders.pipelines import patch_batches, patch_queue
+from data_loaders.round_patches import round_patch_batches
 from data_loaders.synthetic import generate_cohort
-from fedtumor.baselines.run_config import app_run_config
 from fedtumor.baselines.sites import load_sites
 from fedtumor.bench.probe import round_progress, run_simulation
 from fedtumor.bench.report import machine, markdown_table, print_table, write_record
-from fedtumor.core.config import RunConfig, fedtumor_home
+from fedtumor.core.config import RunConfig, fedtumor_home, read_run_config
 from fedtumor.core.errors import ConfigError, DataError
 from fedtumor.core.losses import build_loss
 from fedtumor.core.model import build_model
-from fedtumor.core.training import patch_seed, resolve_device, train_epochs
+from fedtumor.core.training import resolve_device, train_site_round
+from fedtumor.federation.settings import check_federation_keys
 from fedtumor.run.writer import read_metrics
+
+REPO = Path(__file__).resolve().parent.parent  # the Flower app the simulation runs
 
 
 def parse_args() -> argparse.Namespace:
@@ -88,18 +90,9 @@ def in_process_rounds(config: RunConfig, sites, progress: Progress) -> list[floa
         for site in sites:
             model = build_model(config.model, config.base_filters)
             model.load_state_dict(global_state)
-            torch.manual_seed(patch_seed(config.seed, site.site_id, server_round))
-            queue = patch_queue(
-                site.train, config.patch_size, config.samples_per_volume, config.queue_length, config.augment
-            )
-            optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-            train_epochs(
-                model,
-                lambda queue=queue: patch_batches(queue, config.batch_size),
-                config.local_epochs,
-                optimizer,
-                loss_fn,
-                device,
+            epoch_batches = round_patch_batches(site.train, config, site.site_id, server_round)
+            train_site_round(
+                model, epoch_batches, config.local_epochs, loss_fn, device, learning_rate=config.learning_rate
             )
             progress.advance(task)
         seconds.append(time.perf_counter() - started)
@@ -132,7 +125,7 @@ def main() -> int:
             f"server-eval=false fraction-evaluate=0.0 min-available-nodes={args.sites} "
             f"torch-threads={args.torch_threads} {args.run_config}"
         )
-        app_run_config(base)  # a bad override stops here
+        check_federation_keys(read_run_config(base, REPO))  # a bad override stops here
     except (ConfigError, DataError, ValueError) as exc:
         console.print(f"error: {exc}", style="bold red", highlight=False)
         return 2
@@ -144,7 +137,7 @@ def main() -> int:
         for epochs in args.local_epochs:
             run_name = f"overhead-e{epochs}-{stamp}"
             run_config = f"{base} local-epochs={epochs} run-name='{run_name}'"
-            config = app_run_config(run_config)
+            config = read_run_config(run_config, REPO)
             started = time.perf_counter()
             sites = load_sites(config, args.sites)
             load_s = time.perf_counter() - started
@@ -159,6 +152,7 @@ def main() -> int:
                 log_path=work / "overhead-logs" / f"e{epochs}.log",
                 num_cpus=args.cpus_per_site,
                 on_line=round_progress(progress, task, args.rounds),
+                app_dir=REPO,
             )
             progress.remove_task(task)
             # In-process rounds on both sides of the simulation in time, so a drift in the

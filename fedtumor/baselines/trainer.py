@@ -18,15 +18,16 @@ import torch
 import torchio as tio
 from rich.progress import Progress
 
-from data_loaders.pipelines import model_input, patch_batches, patch_queue, regions_array, subject_spacing
+from data_loaders.pipelines import model_input, regions_array, subject_spacing
+from data_loaders.round_patches import round_patch_batches
 from fedtumor.core.config import RunConfig
 from fedtumor.core.losses import build_loss
 from fedtumor.core.metrics import mean_dice
 from fedtumor.core.model import build_model
-from fedtumor.core.regions import regions_to_labels
-from fedtumor.core.training import VolumeCase, evaluate_cases, patch_seed, resolve_device, train_epochs
+from fedtumor.core.training import VolumeCase, evaluate_cases, resolve_device, train_site_round
+from fedtumor.run.best_model import BestModelKeeper
 from fedtumor.run.checkpoint import save_checkpoint
-from fedtumor.run.files import BEST_MODEL_FILE, FINAL_MODEL_FILE
+from fedtumor.run.files import FINAL_MODEL_FILE
 from fedtumor.run.plots import draw_run_plots
 from fedtumor.run.writer import GLOBAL_SCOPE, RunWriter
 
@@ -86,23 +87,20 @@ def train_baseline(
             progress.advance(patch_task, config.batch_size)
 
     history: dict[int, dict[str, float]] = {}
-    best = -1.0
-    overlay = cases[0]
+    best = BestModelKeeper(writer, config, cases[0], rounds, record_round=False)
     for server_round in range(rounds + 1):
         if server_round >= 1:
-            torch.manual_seed(patch_seed(config.seed, job.patch_stream, server_round))
-            queue = patch_queue(
-                job.train_subjects, config.patch_size, config.samples_per_volume, config.queue_length, config.augment
-            )
-            stats = train_epochs(
+            # Exactly a federated site's round on these subjects, but with the optimiser kept across rounds.
+            epoch_batches = round_patch_batches(job.train_subjects, config, job.patch_stream, server_round)
+            stats = train_site_round(
                 model,
-                lambda queue=queue: patch_batches(queue, config.batch_size),
+                epoch_batches,
                 config.local_epochs,
-                optimizer,
                 loss_fn,
                 device,
+                optimizer=optimizer,
                 on_batch=advance_patches,
-            )
+            ).stats
             writer.add_metrics(
                 round=server_round,
                 scope=GLOBAL_SCOPE,
@@ -113,27 +111,19 @@ def train_baseline(
             if progress is not None and server_round >= 1:
                 progress.update(round_task, advance=1)
             continue
-        keep = overlay.subject_id if server_round == rounds else None
+        kept = None
         if server_round == 0 and initial_scores is not None:
             means = dict(initial_scores)
         else:
+            keep = best.keep_prediction_of(server_round)
             means, _, kept = evaluate_cases(model, cases, config.patch_size, device, keep_prediction_of=keep)
         writer.add_metrics(round=server_round, scope=GLOBAL_SCOPE, split="test", metrics=means)
         history[server_round] = means
-        if server_round >= 1 and mean_dice(means) > best:
-            best = mean_dice(means)
-            save_checkpoint(writer.model_path(BEST_MODEL_FILE), model.state_dict(), config)
+        best.observe(server_round, means, model.state_dict(), kept)
         if progress is not None and server_round >= 1:
             progress.update(round_task, advance=1)
             progress.update(patch_task, completed=server_round * patches_per_round)
 
-    writer.write_overlay_case(
-        subject_id=overlay.subject_id,
-        image=overlay.image[3].numpy(),  # FLAIR shows the whole tumour
-        reference=regions_to_labels(overlay.reference),
-        prediction=kept,
-        round=rounds,
-    )
     save_checkpoint(writer.model_path(FINAL_MODEL_FILE), model.state_dict(), config)
     summary = run_summary(config, job.kind, job.sites, history, time.perf_counter() - started)
     writer.write_summary(summary)

@@ -84,6 +84,62 @@ def train_epochs(
     return TrainStats(loss=mean_loss, num_patches=seen, num_steps=steps, seconds=time.perf_counter() - start)
 
 
+@dataclass(frozen=True)
+class SiteRound:
+    """One site's round of local training: the loop's stats and, when probed, the loss before and after."""
+
+    stats: TrainStats
+    loss_before: float | None = None
+    loss_after: float | None = None
+
+
+def train_site_round(
+    model: torch.nn.Module,
+    epoch_batches: Callable[[], Iterable[Batch]],
+    epochs: int,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    device: torch.device,
+    *,
+    learning_rate: float | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    probe_loss_change: bool = False,
+    extra_loss: Callable[[torch.nn.Module], torch.Tensor | None] | None = None,
+    before_step: Callable[[torch.nn.Module], None] | None = None,
+    on_batch: Callable[[float], None] | None = None,
+) -> SiteRound:
+    """One site's round: ``epochs`` passes over ``epoch_batches()`` (one epoch of patches per call).
+
+    The federated ClientApp, the baselines and the overhead bench all train through here, on
+    patches the caller has seeded and queued (``data_loaders.round_patches``), so they train alike.
+    With ``probe_loss_change`` one extra pass, drawn before training, is kept as fixed probe
+    patches, scored in eval mode before and after (cost-weighted strategies). Give either
+    ``learning_rate`` (a fresh Adam, built after the probe, as a federated site does every round)
+    or ``optimizer`` (one kept across rounds, as the baselines do).
+    """
+    if (learning_rate is None) == (optimizer is None):
+        raise ValueError("give exactly one of learning_rate (a fresh Adam) and optimizer")
+    probe = loss_before = None
+    if probe_loss_change:
+        probe = list(epoch_batches())
+        loss_before = mean_loss(model, probe, loss_fn, device)
+    if optimizer is None:
+        optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    stats = train_epochs(
+        model,
+        epoch_batches,
+        epochs,
+        optimizer,
+        loss_fn,
+        device,
+        on_batch=on_batch,
+        extra_loss=extra_loss,
+        before_step=before_step,
+    )
+    if probe is None:
+        return SiteRound(stats)
+    return SiteRound(stats, loss_before, mean_loss(model, probe, loss_fn, device))
+
+
 @torch.no_grad()
 def mean_loss(
     model: torch.nn.Module,

@@ -1,8 +1,8 @@
 """Carries out the test-only ``fault-injection`` run-config switch (parsed in ``fedtumor/federation/faults.py``).
 
-One call in the ClientApp's train handler, just before it replies: the named site, in the
-named round, raises, dies, stalls past the round timeout, or corrupts what it sends.
-With the key empty (the default) nothing happens.
+A Flower mod around the ClientApp's train handler, which the ClientApp's gate imports and calls
+only while the key is set: after training, the named site, in the named round, raises, dies,
+stalls past the round timeout, or corrupts what it sends.
 """
 
 from __future__ import annotations
@@ -11,12 +11,21 @@ import os
 import time
 
 import numpy as np
-from flwr.app import Array, ArrayRecord
+from flwr.app import Array, ArrayRecord, Context, Message
+from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.logger import FLOWER_LOGGER as log
 
-from fedtumor.core.config import RunConfig
+from fedtumor.core.config import load_run_config
 from fedtumor.federation.faults import fault_for
-from fedtumor.federation.wire import NUM_EXAMPLES_KEY
+from fedtumor.federation.wire import (
+    ARRAYS_KEY,
+    CONFIG_KEY,
+    METRICS_KEY,
+    NUM_EXAMPLES_KEY,
+    SERVER_ROUND_KEY,
+    SITE_ID_KEY,
+    SITE_RECORD_KEY,
+)
 
 TIMEOUT_MARGIN_S = 5.0  # sleep this much past the round timeout
 SCALE_FACTOR = 1000.0
@@ -27,17 +36,20 @@ class InjectedFault(RuntimeError):
     """The exception a ``raise`` fault throws."""
 
 
-def _first_float_key(arrays: ArrayRecord) -> str:
-    return next(key for key, array in arrays.items() if np.issubdtype(np.dtype(array.dtype), np.floating))
+def fault_injection_mod(message: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """The handler's reply, changed (or never returned) as the fault for this site and round says.
 
-
-def inject_fault(
-    config: RunConfig, site_id: str, server_round: int, arrays: ArrayRecord, metrics: dict, sent: ArrayRecord
-) -> tuple[ArrayRecord, dict]:
-    """The reply's arrays and metrics, changed (or never returned) as the fault for this site and round says."""
-    kind = fault_for(config.fault_injection, site_id, server_round) if config.fault_injection else None
+    The site is the one the reply names; an error reply (bad data or config) goes out as it is.
+    """
+    reply = call_next(message, context)
+    if reply.has_error():
+        return reply
+    config = load_run_config(context.run_config)
+    site_id = str(reply.content[SITE_RECORD_KEY][SITE_ID_KEY])
+    server_round = int(message.content[CONFIG_KEY].get(SERVER_ROUND_KEY, 0))
+    kind = fault_for(config.fault_injection, site_id, server_round)
     if kind is None:
-        return arrays, metrics
+        return reply
     log.warning("fault-injection: %s round %d: %s", site_id, server_round, kind)
     if kind == "raise":
         raise InjectedFault(f"injected fault: {site_id} raises in round {server_round}")
@@ -48,9 +60,15 @@ def inject_fault(
         os._exit(3)  # no clean-up, no reply: what a killed node looks like
     if kind == "timeout":
         time.sleep(config.round_timeout_s + TIMEOUT_MARGIN_S)
-        return arrays, metrics
-    if kind == "zero-examples":
-        return arrays, {**metrics, NUM_EXAMPLES_KEY: 0}
+    elif kind == "zero-examples":
+        reply.content[METRICS_KEY][NUM_EXAMPLES_KEY] = 0
+    else:
+        reply.content[ARRAYS_KEY] = corrupted(kind, reply.content[ARRAYS_KEY], message.content[ARRAYS_KEY])
+    return reply
+
+
+def corrupted(kind: str, arrays: ArrayRecord, sent: ArrayRecord) -> ArrayRecord:
+    """``arrays`` after a ``nan``, ``shape`` or ``scale`` fault; ``sent`` is the global model received."""
     changed = dict(arrays.items())
     key = _first_float_key(arrays)
     values = arrays[key].numpy()
@@ -65,4 +83,10 @@ def inject_fault(
             else array
             for name, array in arrays.items()
         }
-    return ArrayRecord(changed), metrics
+    else:
+        raise ValueError(f"fault {kind!r} does not change the arrays")
+    return ArrayRecord(changed)
+
+
+def _first_float_key(arrays: ArrayRecord) -> str:
+    return next(key for key, array in arrays.items() if np.issubdtype(np.dtype(array.dtype), np.floating))

@@ -1,9 +1,10 @@
 """The test-only fault switch: run-config key ``fault-injection`` parsed into a plan.
 
 ``fault-injection = "site-2:raise@1 site-3:timeout@2 site-1:nan@2"`` makes the named site
-misbehave in the named training round, so tests can show that a round survives it. The
-client side (``fedtumor/federation/fault_mod.py``) carries the faults out; this module only
-parses and validates the text, so the config check needs no Flower.
+misbehave in the named training round, so tests can show that a round survives it. A Flower
+mod on the client side (``fedtumor/federation/fault_mod.py``) carries the faults out, and only
+while the key is set; this module only parses and validates the text, so the config check
+needs no Flower.
 
 Faults (training replies only):
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+FAULT_INJECTION_KEY = "fault-injection"  # the run-config key; empty (the default) = no faults
 FAULT_KINDS = ("raise", "crash", "timeout", "nan", "shape", "zero-examples", "scale")
 _TOKEN = re.compile(r"(?P<site>[A-Za-z0-9_.-]+):(?P<kind>[a-z-]+)@(?P<round>\d+)")
 

@@ -2,32 +2,53 @@
 
 import json
 import math
+import time
 
 import pandas as pd
 import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, Metadata, RecordDict
+from flwr.common import MessageType
 from typer.testing import CliRunner
 
+from client_app.app import app as client_app
+from data_loaders.round_patches import round_patch_batches
 from data_loaders.synthetic import generate_cohort
-from fedtumor.baselines.run_config import APP_DIR, app_run_config
+from fedtumor.baselines.sites import load_sites
 from fedtumor.cli import app
+from fedtumor.core.config import read_run_config
 from fedtumor.core.errors import ConfigError
+from fedtumor.core.losses import build_loss
+from fedtumor.core.model import build_model
+from fedtumor.core.training import train_site_round
+from fedtumor.federation.wire import (
+    ARRAYS_KEY,
+    CONFIG_KEY,
+    LEARNING_RATE_KEY,
+    LOCAL_EPOCHS_KEY,
+    SERVER_ROUND_KEY,
+    SITE_ID_KEY,
+    SITE_RECORD_KEY,
+)
+from fedtumor.run.files import FINAL_MODEL_FILE
+from tests import REPO
 
 TINY = "patch-size=32 samples-per-volume=2 batch-size=1 base-filters=4 queue-length=4 augment=false"
 
 
 def test_run_config_is_pyproject_defaults_plus_flower_style_overrides():
-    import tomllib
+    from fedtumor.core.config import app_config_table
 
-    shipped = tomllib.loads((APP_DIR / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
-    config = app_run_config("num-server-rounds=3 data-dir='/data/x' learning-rate=0.5")
+    shipped = app_config_table(REPO)
+    config = read_run_config("num-server-rounds=3 data-dir='/data/x' learning-rate=0.5", REPO)
     assert config.num_server_rounds == 3 and config.data_dir == "/data/x" and config.learning_rate == 0.5
     assert config.patch_size == shipped["patch-size"] and config.spacing_mm == shipped["spacing-mm"]
     with pytest.raises(
         ConfigError, match="unknown run-config key 'num-server-round' .did you mean 'num-server-rounds'"
     ):
-        app_run_config("num-server-round=3")
+        read_run_config("num-server-round=3", REPO)
     with pytest.raises(ConfigError, match="run-config key 'data-dir': 'rel' must be an absolute path"):
-        app_run_config("data-dir='rel'")
+        read_run_config("data-dir='rel'", REPO)
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +130,57 @@ def test_a_bad_key_or_a_missing_site_count_is_one_line_and_exit_2(home):
     run_config = f"data-dir='{home / 'cohort'}' output-dir='{home / 'runs'}' run-name='x' {TINY}"
     result = CliRunner().invoke(app, ["local", "--run-config", run_config, "--only", "site-9", "--no-progress"])
     assert result.exit_code == 2 and "no site site-9 in this cohort (sites: site-1, site-2)" in result.output
+
+
+def site_train_message(config, server_round: int) -> Message:
+    """The ServerApp's round-``server_round`` instruction with its initial global model, as a site receives it."""
+    torch.manual_seed(config.seed)  # the ServerApp's initial model
+    initial = ArrayRecord(build_model(config.model, config.base_filters).state_dict())
+    settings = {
+        SERVER_ROUND_KEY: server_round,
+        LEARNING_RATE_KEY: config.learning_rate,
+        LOCAL_EPOCHS_KEY: config.local_epochs,
+    }
+    metadata = Metadata(
+        run_id=1,
+        message_id="instruction-1",
+        src_node_id=0,
+        dst_node_id=1,
+        reply_to_message_id="",
+        group_id=str(server_round),
+        created_at=time.time(),
+        ttl=3600.0,
+        message_type=MessageType.TRAIN,
+    )
+    return Message(metadata=metadata, content=RecordDict({ARRAYS_KEY: initial, CONFIG_KEY: ConfigRecord(settings)}))
+
+
+def test_a_local_baseline_trains_exactly_like_its_federated_site(home):
+    run_config = (
+        f"num-server-rounds=1 data-dir='{home / 'cohort'}' output-dir='{home / 'runs'}' run-name='like-a-site' "
+        + TINY.replace("augment=false", "augment=true")  # augmentation draws from the seeded generator too
+    )
+    result = invoke("local", "--run-config", run_config, "--only", "site-1", "--no-progress", "--torch-threads", "2")
+    assert result.exit_code == 0, result.output
+    baseline = torch.load(home / "runs" / "like-a-site" / "site-1" / FINAL_MODEL_FILE, weights_only=True)
+    config = read_run_config(run_config)
+    node_config = {"partition-id": 0, "num-partitions": 2}
+    run_config_record = config.to_run_config()
+    context = Context(run_id=1, node_id=1, node_config=node_config, state=RecordDict(), run_config=run_config_record)
+    reply = client_app(site_train_message(config, server_round=1), context)
+    assert not reply.has_error(), reply.error
+    assert reply.content[SITE_RECORD_KEY][SITE_ID_KEY] == "site-1"
+    federated = reply.content[ARRAYS_KEY].to_torch_state_dict()
+    assert list(federated) == list(baseline["state_dict"])
+    for name, tensor in federated.items():
+        assert torch.equal(tensor, baseline["state_dict"][name]), name
+    # The same subjects under another site's patch seed train another model.
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, config.base_filters)
+    site_1 = load_sites(config, 2)[0]
+    batches = round_patch_batches(site_1.train, config, "site-2", 1)
+    device = torch.device("cpu")
+    train_site_round(
+        model, batches, config.local_epochs, build_loss(config.loss), device, learning_rate=config.learning_rate
+    )
+    assert not all(torch.equal(model.state_dict()[name], tensor) for name, tensor in federated.items())

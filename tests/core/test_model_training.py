@@ -9,7 +9,7 @@ from fedtumor.core.errors import DataError
 from fedtumor.core.losses import build_loss
 from fedtumor.core.model import build_model, count_parameters
 from fedtumor.core.regions import labels_to_regions
-from fedtumor.core.training import VolumeCase, evaluate_cases, predict_labels, train_epochs
+from fedtumor.core.training import VolumeCase, evaluate_cases, predict_labels, train_epochs, train_site_round
 from fedtumor.run.checkpoint import load_checkpoint, save_checkpoint
 
 
@@ -57,6 +57,77 @@ def test_training_lowers_the_loss(loss_name):
     stats = train_epochs(model, lambda: [batch] * 10, 6, optimizer, loss_fn, torch.device("cpu"))
     assert stats.num_patches == 60
     assert stats.loss < before * 0.95
+
+
+def noisy_batches(seed: int, count: int = 3) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Blob batches with seeded noise, so two seeds give two different sets of patches."""
+    generator = torch.Generator().manual_seed(seed)
+    image, target = blob_batch()
+    return [(image + 0.3 * torch.randn(image.shape, generator=generator), target) for _ in range(count)]
+
+
+def site_round_weights(batches, **options) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    model = build_model("unet", base_filters=4)
+    train_site_round(model, lambda: batches, 2, build_loss("dice"), torch.device("cpu"), **options)
+    return model.state_dict()
+
+
+def test_a_site_round_is_a_fresh_adam_over_train_epochs_and_repeats_exactly():
+    batches = noisy_batches(seed=1)
+    weights = site_round_weights(batches, learning_rate=1e-2)
+    assert all(torch.equal(weights[k], v) for k, v in site_round_weights(batches, learning_rate=1e-2).items())
+    other = site_round_weights(noisy_batches(seed=2), learning_rate=1e-2)
+    assert not all(torch.equal(weights[k], v) for k, v in other.items())
+    # Exactly the loop a caller would write by hand: Adam at the learning rate, then train_epochs.
+    torch.manual_seed(0)
+    model = build_model("unet", base_filters=4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    train_epochs(model, lambda: batches, 2, optimizer, build_loss("dice"), torch.device("cpu"))
+    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_site_round_can_keep_an_optimiser_across_rounds():
+    torch.manual_seed(0)
+    model = build_model("unet", base_filters=4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    batches = noisy_batches(seed=1)
+    for _ in range(2):
+        train_site_round(model, lambda: batches, 1, build_loss("dice"), torch.device("cpu"), optimizer=optimizer)
+    assert optimizer.state_dict()["state"][0]["step"].item() == 2 * len(batches)  # one Adam over both rounds
+    with pytest.raises(ValueError, match="exactly one of learning_rate"):
+        train_site_round(model, lambda: batches, 1, build_loss("dice"), torch.device("cpu"))
+    with pytest.raises(ValueError, match="exactly one of learning_rate"):
+        train_site_round(
+            model, lambda: batches, 1, build_loss("dice"), torch.device("cpu"), learning_rate=0.1, optimizer=optimizer
+        )
+
+
+def test_the_loss_change_probe_draws_one_pass_before_training_and_scores_it_before_and_after():
+    torch.manual_seed(0)
+    model = build_model("unet", base_filters=4)
+    passes = []
+
+    def epoch_batches():
+        passes.append(len(passes))
+        return noisy_batches(seed=len(passes))
+
+    loss_fn = build_loss("dice")
+    probe = noisy_batches(seed=1)
+    with torch.no_grad():
+        expected_before = float(np.mean([loss_fn(model(x), y).item() for x, y in probe]))
+    result = train_site_round(
+        model, epoch_batches, 3, loss_fn, torch.device("cpu"), learning_rate=1e-2, probe_loss_change=True
+    )
+    assert passes == [0, 1, 2, 3]  # the probe pass, then three epochs
+    assert result.stats.num_patches == 9
+    assert result.loss_before == pytest.approx(expected_before)
+    with torch.no_grad():
+        model.eval()
+        expected_after = float(np.mean([loss_fn(model(x), y).item() for x, y in probe]))
+    assert result.loss_after == pytest.approx(expected_after) and result.loss_after < result.loss_before
+    unprobed = train_site_round(model, lambda: probe, 1, loss_fn, torch.device("cpu"), learning_rate=1e-2)
+    assert unprobed.loss_before is None and unprobed.loss_after is None
 
 
 class ThresholdNet(torch.nn.Module):
