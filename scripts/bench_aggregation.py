@@ -32,7 +32,7 @@ from rich.table import Table
 
 from fedtumor.core.model import build_model
 from fedtumor.federation.conformance import site_reply
-from fedtumor.federation.plugin import Sampling
+from fedtumor.federation.options import StrategyOptions
 from fedtumor.federation.registry import load_registry, parse_strategy_config
 from fedtumor.federation.wire import SITE_RECORD_KEY
 
@@ -119,7 +119,7 @@ def main() -> int:
     grid = FixedGrid(node_ids)
     registry = load_registry()
     names = args.only or sorted(registry.plugins)
-    sampling = Sampling(min_available_nodes=1)
+    sampling = StrategyOptions(min_available_nodes=1)
 
     results = {}
     with Progress(console=console, transient=True) as progress:

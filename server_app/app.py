@@ -17,10 +17,12 @@ from data_loaders.site import ensure_synthetic_cohort, load_heldout
 from fedtumor.core.config import load_run_config
 from fedtumor.core.errors import ConfigError, DataError
 from fedtumor.core.model import build_model
-from fedtumor.federation.ledger import StudyRecorder
+from fedtumor.federation.ledger import SiteLedger
 from fedtumor.federation.privacy import with_client_level_dp
-from fedtumor.federation.registry import build_strategy
+from fedtumor.federation.registry import load_registry, parse_strategy_config, strategy_options
+from fedtumor.federation.settings import check_federation_keys
 from fedtumor.federation.simulated_time import SiteProfiles
+from fedtumor.federation.summary import run_summary
 from fedtumor.federation.wire import LEARNING_RATE_KEY, LOCAL_EPOCHS_KEY
 from fedtumor.run.audit import SUMMARY_HEAD_KEY, AuditLog
 from fedtumor.run.checkpoint import save_checkpoint
@@ -51,10 +53,22 @@ def _wait_for_nodes(grid: Grid, minimum: int) -> int:
 def main(grid: Grid, context: Context) -> None:
     started = time.perf_counter()
     try:
-        config = load_run_config(context.run_config)
-        strategy = with_client_level_dp(build_strategy(config), config)  # unchanged when DP is off
+        # In this order, so the strategy is complete when built: config, profiles, resume state, ledger, strategy.
+        config = check_federation_keys(load_run_config(context.run_config))
         profiles = SiteProfiles.from_setting(config.site_profiles)  # simulated time of each site
         resumed = check_resume(config) if config.resume else None
+        offset = resumed.round if resumed is not None else 0  # rounds completed before this process
+        ledger = SiteLedger(profiles)  # every site reply of the run
+        if resumed is not None:
+            ledger.load_state_dict(resumed.recorder.get("ledger", {}))
+        plugin = load_registry().get(config.strategy)
+        strategy_parameters = parse_strategy_config(plugin, config.strategy_config)
+        strategy = plugin().build(
+            strategy_parameters, strategy_options(config, plugin, ledger=ledger, round_offset=offset)
+        )
+        if resumed is not None:
+            strategy.load_state_dict(resumed.strategy)  # what it had learnt: momentum, control variates, ...
+        strategy = with_client_level_dp(strategy, config)  # unchanged when DP is off
         run_name = config.run_name or f"{config.strategy}-{datetime.now(UTC):%Y%m%d-%H%M%S}-run{context.run_id}"
         run_dir = run_dir_for(config, run_name)
         n_nodes = _wait_for_nodes(grid, config.min_available_nodes)
@@ -69,19 +83,16 @@ def main(grid: Grid, context: Context) -> None:
 
     writer = RunWriter(run_dir, exist_ok=resumed is not None)
     audit = AuditLog(run_dir)
-    recorder = StudyRecorder(writer, profiles)
-    strategy.reply_listener = recorder.on_site_reply
-    strategy.site_profiles = profiles  # collaborator selectors see each site's profile
 
     torch.manual_seed(config.seed)  # the same seed gives the same initial global model
     model = build_model(config.model, config.base_filters)
-    evaluator = HeldoutEvaluator(config, heldout, writer, recorder) if heldout else None
+    evaluator = HeldoutEvaluator(config, heldout, writer, ledger) if heldout else None
     if resumed is None:
         writer.write_config({**config.to_run_config(), "num-nodes": n_nodes, "run-id": context.run_id})
         audit.append("run-start", run_id=context.run_id, num_nodes=n_nodes, config=config.to_run_config())
-        initial_arrays, offset = ArrayRecord(model.state_dict()), 0
+        initial_arrays = ArrayRecord(model.state_dict())
     else:
-        initial_arrays, offset = _resume(resumed, config, strategy, writer, recorder, evaluator)
+        initial_arrays = _resume(resumed, config, writer, evaluator)
         audit.append(
             "resume",
             run_id=context.run_id,
@@ -92,9 +103,9 @@ def main(grid: Grid, context: Context) -> None:
     close = RoundClose(
         strategy,
         writer,
-        recorder,
+        ledger,
         audit,
-        evaluate=evaluator.evaluate if evaluator else lambda server_round, arrays: recorder.check_round(server_round),
+        evaluate=evaluator.evaluate if evaluator else None,
         extra_state=lambda: {"best_mean_dice": evaluator.best_mean_dice if evaluator else None},
         round_offset=offset,
     )
@@ -111,6 +122,7 @@ def main(grid: Grid, context: Context) -> None:
         )
     except Exception as exc:
         # The log says why the run stopped (e.g. too few sites replied); its last round is resumable.
+        close.write_unfinished_round()
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())
         audit.append("run-failed", last_completed_round=close.last_round, reason=reason)
         log.error("fedtumor: run stopped after round %s: %s", close.last_round, reason)
@@ -119,9 +131,8 @@ def main(grid: Grid, context: Context) -> None:
     final_state = {key: torch.from_numpy(value) for key, value in close.last_arrays.items()}
     save_checkpoint(writer.model_path(FINAL_MODEL_FILE), final_state, config, close.last_round)
     head = audit.append("run-end", final_round=close.last_round, model_sha256=close.last_model_sha256)
-    summary = recorder.summary(
-        config, n_nodes, wall_time_s=time.perf_counter() - started, strategy_parameters=strategy.plugin_parameters
-    )
+    wall_time_s = time.perf_counter() - started
+    summary = run_summary(ledger, config, n_nodes, wall_time_s=wall_time_s, strategy_parameters=strategy_parameters)
     summary["resumed_from_round"] = offset or None
     summary[SUMMARY_HEAD_KEY] = head
     writer.write_summary(summary)
@@ -144,15 +155,14 @@ def _check_same_federation(run_dir: Path, n_nodes: int) -> None:
         )
 
 
-def _resume(resumed: ResumeState, config, strategy, writer: RunWriter, recorder: StudyRecorder, evaluator):
-    """Restore what the interrupted run had after its last completed round; (global arrays, rounds done)."""
+def _resume(resumed: ResumeState, config, writer: RunWriter, evaluator) -> ArrayRecord:
+    """Restore what the interrupted run had after its last completed round; its global arrays.
+
+    The ledger and the strategy got their state when they were built.
+    """
     writer.drop_rounds_after(resumed.round)  # rows of the unfinished round are written again
-    strategy.load_state_dict(resumed.strategy)
-    strategy.round_offset = resumed.round
-    recorder.load_state_dict(resumed.recorder.get("study", {}))
     if evaluator is not None and resumed.recorder.get("best_mean_dice") is not None:
         evaluator.best_mean_dice = float(resumed.recorder["best_mean_dice"])
     restore_rng_state(resumed.rng)
     log.info("fedtumor: resuming %s after round %d of %d", writer.run_dir, resumed.round, config.num_server_rounds)
-    arrays = ArrayRecord({key: Array(np.ascontiguousarray(value)) for key, value in resumed.arrays.items()})
-    return arrays, resumed.round
+    return ArrayRecord({key: Array(np.ascontiguousarray(value)) for key, value in resumed.arrays.items()})

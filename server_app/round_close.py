@@ -1,11 +1,12 @@
-"""What happens when a round is over: evaluate, write the audit entry, save the resume state.
+"""What happens when a round is over: its rows, evaluation, the audit entry, the resume state.
 
 Flower calls ``evaluate_fn(round, arrays)`` after each round's training and federated
-evaluation (and once with round 0 before the first). :class:`RoundClose` is that function:
-it runs the held-out evaluation (or only the round check), then appends the round's entry
-to ``audit.jsonl`` and only then replaces ``resume_state.pt``, so a resume never skips a
-round the log lacks. Flower numbers a resumed run's rounds from 1 again; ``round_offset``
-maps them back to the study's rounds.
+evaluation (and once with round 0 before the first). :class:`RoundClose` is that function.
+It writes the round's per-site rows to metrics.csv from the run's ledger, closes the round
+(no sound update ends the run; the simulated-time row), runs the held-out evaluation, then
+appends the round's entry to ``audit.jsonl`` and only then replaces ``resume_state.pt``, so a
+resume never skips a round the log lacks. Flower numbers a resumed run's rounds from 1 again;
+``round_offset`` maps them back to the study's rounds.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 from flwr.app import ArrayRecord, MetricRecord
 from flwr.common.logger import FLOWER_LOGGER as log
 
-from fedtumor.federation.ledger import StudyRecorder
+from fedtumor.federation.ledger import SiteLedger
 from fedtumor.federation.wire import NUM_EXAMPLES_KEY
 from fedtumor.run.audit import AuditLog, model_sha256
 from fedtumor.run.files import MANIFESTS_FILE
@@ -35,32 +36,35 @@ class RoundClose:
         self,
         strategy,
         writer: RunWriter,
-        recorder: StudyRecorder,
+        ledger: SiteLedger,
         audit: AuditLog,
-        evaluate: Callable[[int, ArrayRecord], MetricRecord | None],
+        evaluate: Callable[[int, ArrayRecord], MetricRecord | None] | None,
         extra_state: Callable[[], dict],
         round_offset: int = 0,
     ):
-        self.strategy = strategy
+        self.strategy = strategy  # only its state_dict is read: what it learnt, for the resume state
         self.writer = writer
-        self.recorder = recorder
+        self.ledger = ledger
         self.audit = audit
-        self.evaluate = evaluate
+        self.evaluate = evaluate  # held-out evaluation; None when the server has no test subjects
         self.extra_state = extra_state  # e.g. the evaluator's best score so far
         self.round_offset = round_offset
         self.last_round: int | None = None
         self.last_arrays: dict[str, np.ndarray] | None = None
         self.last_model_sha256: str | None = None
+        self._rows_written: set[int] = set()
 
     def __call__(self, flower_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         if flower_round == 0 and self.round_offset > 0:
             return None  # a resumed run: round 0 is the checkpoint, already evaluated and logged
         server_round = flower_round + self.round_offset
-        metrics = self.evaluate(server_round, arrays)
+        self.write_site_rows(server_round)
+        self._close(server_round)
+        metrics = self.evaluate(server_round, arrays) if self.evaluate is not None else None
         numpy_arrays = {key: array.numpy() for key, array in arrays.items()}
         sha256 = model_sha256(numpy_arrays)
         self._write_global_validation(server_round)
-        self._name_failed_sites(server_round)
+        self.ledger.name_failures(server_round)
         self.audit.append("round", round=server_round, model_sha256=sha256, **self.round_entry(server_round, metrics))
         self._write_manifests()
         save_resume_state(
@@ -69,7 +73,7 @@ class RoundClose:
                 round=server_round,
                 arrays=numpy_arrays,
                 strategy=self.strategy.state_dict(),
-                recorder={"study": self.recorder.state_dict(), **self.extra_state()},
+                recorder={"ledger": self.ledger.state_dict(), **self.extra_state()},
                 rng=rng_state(),
                 model_sha256=sha256,
             ),
@@ -78,34 +82,52 @@ class RoundClose:
         log.info("round %d closed: model sha256 %s…, resume state saved", server_round, sha256[:12])
         return metrics
 
-    def _name_failed_sites(self, server_round: int) -> None:
-        """A node that failed before it ever replied is known by site id once it answers (e.g. evaluation)."""
-        for failure in self.recorder.failures:
-            if failure["round"] == server_round:
-                failure["site"] = self.strategy.site_name(failure["node_id"])
+    def write_site_rows(self, server_round: int) -> None:
+        """Each sound site reply of the round as metrics.csv rows (once per round)."""
+        if server_round in self._rows_written:
+            return
+        self._rows_written.add(server_round)
+        for scope, split, metrics in self.ledger.site_rows(server_round):
+            self.writer.add_metrics(round=server_round, scope=scope, split=split, metrics=metrics)
+
+    def write_unfinished_round(self) -> None:
+        """A run that stopped mid-round still leaves the rows of the replies it got."""
+        self.write_site_rows((self.last_round if self.last_round is not None else self.round_offset) + 1)
+
+    def _close(self, server_round: int) -> None:
+        """End the run when no site returned an update; the round's simulated time as a global row."""
+        closed = self.ledger.close_round(server_round)
+        if closed is not None:
+            seconds, total = closed
+            self.writer.add_metrics(
+                round=server_round,
+                scope=GLOBAL_SCOPE,
+                split="train",
+                metrics={"simulated_round_s": seconds, "simulated_time_s": total},
+            )
 
     def _write_global_validation(self, server_round: int) -> None:
-        aggregated = self.strategy.round_plans.get((server_round, "evaluate"), {}).get("aggregated")
-        if aggregated:
-            self.writer.add_metrics(round=server_round, scope=GLOBAL_SCOPE, split="val", metrics=aggregated)
+        plan = self.ledger.plan(server_round, "evaluate")
+        if plan is not None and plan.aggregated:
+            self.writer.add_metrics(round=server_round, scope=GLOBAL_SCOPE, split="val", metrics=plan.aggregated)
 
     def round_entry(self, server_round: int, test_metrics: MetricRecord | None) -> dict:
         """Who was asked, who answered with what, who was rejected or failed and why, the config sent."""
         entry: dict = {}
+        name = self.ledger.site_name
         for phase in ("train", "evaluate"):
-            plan = self.strategy.round_plans.get((server_round, phase))
+            plan = self.ledger.plan(server_round, phase)
             if plan is None:
                 continue
-            replies = self.recorder.round_replies.get((server_round, phase), [])
-            name = self.strategy.site_name
+            replies = self.ledger.replies_of(server_round, phase)
             sound = [reply for reply in replies if reply.error is None]
             section = {
-                "asked": sorted(name(node_id) for node_id in plan["asked"]),
+                "asked": sorted(name(node_id) for node_id in plan.asked),
                 "answered": sorted(
                     {name(r.node_id) for r in replies if r.error is None or r.error.startswith("rejected")}
                 ),
                 "failed": {name(r.node_id): r.error for r in replies if r.error and not r.error.startswith("rejected")},
-                "config": plain_config(plan["config"]),
+                "config": plain_config(plan.config),
             }
             if phase == "train":
                 section["rejected"] = {
@@ -127,9 +149,7 @@ class RoundClose:
         return entry
 
     def _write_manifests(self) -> None:
-        manifests = {
-            site: {"sha256": hashes[-1], "all_seen": hashes} for site, hashes in self.recorder.manifests.items()
-        }
+        manifests = {site: {"sha256": hashes[-1], "all_seen": hashes} for site, hashes in self.ledger.manifests.items()}
         if manifests:
             self.writer.write_json(MANIFESTS_FILE, dict(sorted(manifests.items())))
 

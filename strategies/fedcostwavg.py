@@ -32,7 +32,8 @@ from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
 from fedtumor.core.errors import ConfigError
 from fedtumor.federation.array_views import weighted_sum
-from fedtumor.federation.plugin import FlowerStrategyPlugin, Parameter, ParameterValue, Sampling
+from fedtumor.federation.options import StrategyOptions
+from fedtumor.federation.plugin import FlowerStrategyPlugin, Parameter, ParameterValue
 from fedtumor.federation.replies import describe_reply
 from fedtumor.federation.strategy import FedTumorStrategy
 from fedtumor.federation.wire import LOSS_AFTER_KEY, LOSS_BEFORE_KEY, LOSS_KEY, REPORT_LOSS_BEFORE_KEY
@@ -124,7 +125,7 @@ class FedCostWAvgPlugin(FlowerStrategyPlugin):
     parameters = {"alpha": Parameter(0.5, "weight of the data share; 1 - alpha goes to the cost decrease")}
     strategy_class = FedCostWAvg
 
-    def build(self, params: Mapping[str, ParameterValue], sampling: Sampling) -> FedCostWAvg:
+    def build(self, params: Mapping[str, ParameterValue], options: StrategyOptions) -> FedCostWAvg:
         if not 0.0 <= float(params["alpha"]) <= 1.0:
             raise ConfigError("run-config key 'strategy-config': fedcostwavg's 'alpha' must lie in [0, 1]")
-        return super().build(params, sampling)
+        return super().build(params, options)

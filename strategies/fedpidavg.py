@@ -14,10 +14,9 @@ Federated Learning", BrainLes 2022, arXiv 2304.12117; winner of the FeTS Challen
   training) over the last ``window`` = 5 rounds it took part in, this one included; sites that
   have been doing badly for a while get more say.
 
-DESIGN.md summarises the method as "0.45 data share + 0.45 loss decrease + 0.1 recent loss",
-the same coefficients on the same terms as the paper's defaults above; DESIGN.md does not say
-that the decrease is a difference or that "recent loss" is a windowed sum, which we take from
-the paper. Costs are the ones of :mod:`strategies.fedcostwavg`:
+In short: 0.45 data share + 0.45 loss decrease + 0.1 recent loss, with the decrease a
+difference and "recent loss" a windowed sum, as in the paper. Costs are the ones of
+:mod:`strategies.fedcostwavg`:
 ``loss-before`` is the received model's mean loss on the site's training patches,
 ``loss`` the mean training loss of its last local epoch. Loss histories live in the strategy,
 keyed by site id (the reply's ``site`` ConfigRecord, else ``node-<id>``).
@@ -39,7 +38,8 @@ from flwr.app import Message
 from flwr.common.logger import FLOWER_LOGGER as log
 
 from fedtumor.core.errors import ConfigError
-from fedtumor.federation.plugin import FlowerStrategyPlugin, Parameter, ParameterValue, Sampling
+from fedtumor.federation.options import StrategyOptions
+from fedtumor.federation.plugin import FlowerStrategyPlugin, Parameter, ParameterValue
 from fedtumor.federation.replies import describe_reply
 from fedtumor.federation.strategy import FedTumorStrategy
 from fedtumor.federation.wire import LOSS_BEFORE_KEY, LOSS_KEY, REPORT_LOSS_BEFORE_KEY
@@ -105,7 +105,7 @@ class FedPIDAvgPlugin(FlowerStrategyPlugin):
     }
     strategy_class = FedPIDAvg
 
-    def build(self, params: Mapping[str, ParameterValue], sampling: Sampling) -> FedPIDAvg:
+    def build(self, params: Mapping[str, ParameterValue], options: StrategyOptions) -> FedPIDAvg:
         coefficients = [float(params[name]) for name in ("alpha", "beta", "gamma")]
         if min(coefficients) < 0 or sum(coefficients) <= 0:
             raise ConfigError(
@@ -113,4 +113,4 @@ class FedPIDAvgPlugin(FlowerStrategyPlugin):
             )
         if int(params["window"]) < 1:
             raise ConfigError("run-config key 'strategy-config': fedpidavg's 'window' must be >= 1")
-        return super().build(params, sampling)
+        return super().build(params, options)

@@ -40,7 +40,8 @@ from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 from fedtumor.core.errors import ConfigError
 from fedtumor.federation.array_views import array_view, weighted_sum
 from fedtumor.federation.client_hooks import ClientHooks
-from fedtumor.federation.plugin import FlowerStrategyPlugin, Parameter, ParameterValue, Sampling
+from fedtumor.federation.options import StrategyOptions
+from fedtumor.federation.plugin import FlowerStrategyPlugin, Parameter, ParameterValue
 from fedtumor.federation.strategy import FedTumorStrategy
 
 CONTROL_KEY = "scaffold-control"  # ArrayRecord in every train message: the server's c
@@ -178,7 +179,7 @@ class ScaffoldPlugin(FlowerStrategyPlugin):
     client_hooks = ScaffoldClientHooks
     strategy_class = Scaffold
 
-    def build(self, params: Mapping[str, ParameterValue], sampling: Sampling) -> Scaffold:
+    def build(self, params: Mapping[str, ParameterValue], options: StrategyOptions) -> Scaffold:
         if not float(params["server-learning-rate"]) > 0:
             raise ConfigError("run-config key 'strategy-config': scaffold's 'server-learning-rate' must be > 0")
-        return super().build(params, sampling)
+        return super().build(params, options)

@@ -23,8 +23,6 @@ from flwr.app import ArrayRecord, RecordDict
 
 from fedtumor.federation.wire import ARRAYS_KEY
 
-# Round-config flag: the site also reports `loss-before`, the received model's training loss.
-
 
 class ClientHooks:
     """Plain local training: load everything, add nothing, send the whole model."""

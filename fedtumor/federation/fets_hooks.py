@@ -39,106 +39,32 @@ which the ClientApp reads ``learning-rate`` and ``local-epochs``. Built-ins: :fu
 name a built-in with its parameters, e.g. ``"random-fraction fraction=0.5"`` or
 ``"step-decay factor=0.5 every=10"``; empty (the default) keeps the plugin's choice.
 
-**What the server learns** (:class:`SiteInfo`): the strategy mixin (``fedtumor/federation/strategy.py``)
-updates a site's record from every reply it sees: site id (None until the site first
-replies), training subjects, last training loss, patches processed, failures, federated
-validation metrics and, when the server has site profiles (``fedtumor/federation/simulated_time.py``),
-the site's profile and the simulated duration of its last training round.
+**What the server learns** (:class:`~fedtumor.federation.records.SiteInfo`): the run's
+ledger (``fedtumor/federation/ledger.py``) updates a site's record from every reply: site id
+(None until the site first replies), training subjects, last training loss, patches
+processed, failures, federated validation metrics and, when the server has site profiles
+(``fedtumor/federation/simulated_time.py``), the site's profile and the simulated duration of
+its last training round. The strategy mixin (``fedtumor/federation/strategy.py``) calls the
+hooks through :func:`collaborators_for` and :func:`hyperparameters_for`.
 
 This module imports neither Flower nor torch.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import tomllib
+import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
-from fedtumor.core.ordering import natural_key
-from fedtumor.federation.simulated_time import SiteProfile, SiteProfiles
-from fedtumor.federation.wire import (
-    LEARNING_RATE_KEY,
-    LOCAL_EPOCHS_KEY,
-    LOSS_BEFORE_KEY,
-    LOSS_KEY,
-    NUM_EXAMPLES_KEY,
-    NUM_PATCHES_KEY,
-    TRAIN_SECONDS_KEY,
-)
-
-if TYPE_CHECKING:
-    from fedtumor.federation.replies import SiteReply
+from fedtumor.federation.params import parse_params
+from fedtumor.federation.records import SiteInfo, TrainingHistory
+from fedtumor.federation.wire import LEARNING_RATE_KEY, LOCAL_EPOCHS_KEY
 
 HYPERPARAMETER_KEYS = (LEARNING_RATE_KEY, LOCAL_EPOCHS_KEY)
-
-
-# ----------------------------------------------------------------------------- what is known
-
-
-@dataclass(frozen=True)
-class SiteInfo:
-    """What the server has learned about one node from its replies (None: not yet known)."""
-
-    node_id: int
-    site_id: str | None = None
-    num_examples: int | None = None  # training subjects
-    num_val_examples: int | None = None  # validation subjects (federated validation)
-    loss: float | None = None  # mean training loss of the last local epoch of its last training
-    loss_before: float | None = None  # loss of the received global model, when the site reports it
-    num_patches: int | None = None  # patches processed in its last training (all local epochs)
-    train_seconds: float | None = None  # real seconds its last training took
-    last_trained_round: int | None = None
-    rounds_trained: int = 0
-    rounds_selected: int = 0
-    failures: int = 0
-    last_error: str | None = None
-    train_metrics: Mapping[str, float] = field(default_factory=dict)  # its last training reply
-    val_metrics: Mapping[str, float] = field(default_factory=dict)  # its last validation reply
-    profile: SiteProfile | None = None  # simulated hardware, when the server has profiles
-    simulated_s: float | None = None  # simulated duration of its last training round
-
-
-@dataclass(frozen=True)
-class RoundRecord:
-    """One round as the strategy configured it and the replies it got (keyed by node id)."""
-
-    server_round: int
-    offered: tuple[int, ...]  # node ids the selector chose from
-    selected: tuple[int, ...]
-    hyperparameters: Mapping[str, float | int]
-    train: dict[int, Mapping[str, float]] = field(default_factory=dict)
-    evaluate: dict[int, Mapping[str, float]] = field(default_factory=dict)
-    failed: dict[int, str] = field(default_factory=dict)
-    simulated_s: dict[int, float] = field(default_factory=dict)
-
-    @property
-    def duration_s(self) -> float | None:
-        """Simulated duration: its slowest site, None without site profiles."""
-        return max(self.simulated_s.values()) if self.simulated_s else None
-
-    def mean_train_loss(self) -> float | None:
-        """Training loss averaged over the sites, weighted by training subjects."""
-        pairs = [(m[LOSS_KEY], m.get(NUM_EXAMPLES_KEY, 1.0)) for m in self.train.values() if "loss" in m]
-        total = sum(weight for _, weight in pairs)
-        return sum(loss * weight for loss, weight in pairs) / total if total > 0 else None
-
-
-@dataclass(frozen=True)
-class TrainingHistory:
-    """What a hyperparameter schedule sees: run-config defaults, completed rounds, the sites."""
-
-    defaults: Mapping[str, float | int]
-    rounds: tuple[RoundRecord, ...] = ()
-    sites: tuple[SiteInfo, ...] = ()
-
-    @property
-    def last(self) -> RoundRecord | None:
-        return self.rounds[-1] if self.rounds else None
 
 
 # ----------------------------------------------------------------------------- the protocols
@@ -265,26 +191,11 @@ SCHEDULES: dict[str, tuple[Callable[..., RoundHyperparameters], dict[str, Any]]]
 
 def _from_spec(text: str, table: Mapping[str, tuple[Callable[..., Any], dict[str, Any]]]) -> Any:
     """``"name key=value ..."`` (TOML values) -> the built-in; ValueError saying what is wrong."""
-    name, *pairs = text.split()
+    name, *rest = re.split(r"\s+", text.strip(), maxsplit=1)
     if name not in table:
         raise ValueError(f"{name!r} is not one of {', '.join(table)}")
     factory, defaults = table[name]
-    params = dict(defaults)
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or key not in defaults:
-            known = ", ".join(defaults) or "none"
-            raise ValueError(f"{pair!r} is not a parameter of {name} (parameters: {known}; write key=value)")
-        try:
-            value = tomllib.loads(f"value = {raw}")["value"]
-        except tomllib.TOMLDecodeError:
-            raise ValueError(f"{name}: cannot parse the value of {key!r}: {raw!r}") from None
-        expected = type(defaults[key])
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if type(value) is not expected:
-            raise ValueError(f"{name}: {key!r} expects {expected.__name__}, got {value!r}")
-        params[key] = value
+    params = parse_params(rest[0] if rest else "", defaults, owner=name)
     try:
         return factory(**{key.replace("-", "_"): value for key, value in params.items()})
     except ValueError as exc:
@@ -347,127 +258,17 @@ def checked_hyperparameters(values: Any, server_round: int, schedule: Any) -> di
     return out
 
 
-# ----------------------------------------------------------------------------- the server's ledger
+# ----------------------------------------------------------------------------- running the hooks
 
 
-def site_order(site: SiteInfo) -> tuple:
-    """Known sites by site id (natural order), then unknown ones by node id."""
-    if site.site_id is None:
-        return (1, [], site.node_id)
-    return (0, natural_key(site.site_id), site.node_id)
+def hyperparameters_for(schedule: RoundHyperparameters, server_round: int, history: TrainingHistory) -> dict:
+    """The round's learning rate and local epochs from ``schedule``, validated."""
+    return checked_hyperparameters(schedule(server_round, history), server_round, schedule)
 
 
-def _int_or_none(value: float | None) -> int | None:
-    return int(value) if value is not None else None
-
-
-_ROUND_NODE_FIELDS = ("train", "evaluate", "failed", "simulated_s")
-
-
-class FetsLedger:
-    """Per-strategy record of the sites and rounds; the mixin in ``fedtumor/federation/strategy.py`` feeds it."""
-
-    def __init__(self) -> None:
-        self.sites: dict[int, SiteInfo] = {}
-        self.rounds: dict[int, RoundRecord] = {}
-
-    def site(self, node_id: int) -> SiteInfo:
-        return self.sites.get(node_id) or SiteInfo(node_id=node_id)
-
-    def history(self, server_round: int, defaults: Mapping[str, float | int]) -> TrainingHistory:
-        completed = tuple(self.rounds[r] for r in sorted(self.rounds) if r < server_round)
-        sites = tuple(sorted(self.sites.values(), key=site_order))
-        return TrainingHistory(defaults=dict(defaults), rounds=completed, sites=sites)
-
-    def hyperparameters(
-        self, server_round: int, defaults: Mapping[str, Any], schedule: RoundHyperparameters
-    ) -> dict[str, float | int]:
-        """The round's hyperparameters from ``schedule``; ``defaults`` are the run config's."""
-        known = {key: defaults[key] for key in HYPERPARAMETER_KEYS if key in defaults}
-        values = schedule(server_round, self.history(server_round, known))
-        return checked_hyperparameters(values, server_round, schedule)
-
-    def select(
-        self,
-        server_round: int,
-        offered: list[int],
-        selector: CollaboratorSelector,
-        rng: np.random.Generator,
-        hyperparameters: Mapping[str, float | int],
-    ) -> list[int]:
-        """Ask ``selector`` which of the ``offered`` nodes train; record the round."""
-        sites = sorted((self.site(node_id) for node_id in offered), key=site_order)
-        chosen = checked_selection(selector(server_round, sites, rng), offered, server_round, selector)
-        for node_id in chosen:
-            site = self.site(node_id)
-            self.sites[node_id] = dataclasses.replace(site, rounds_selected=site.rounds_selected + 1)
-        self.rounds[server_round] = RoundRecord(server_round, tuple(offered), tuple(chosen), dict(hyperparameters))
-        return chosen
-
-    # -- resume (fedtumor/run/resume.py): plain values only; profiles are re-read from the run's profiles
-    def state_dict(self) -> dict[str, Any]:
-        sites = [{**dataclasses.asdict(site), "profile": None} for site in self.sites.values()]
-        rounds = [dataclasses.asdict(record) for record in self.rounds.values()]
-        return {"sites": sites, "rounds": rounds}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Sites keep their old node ids until they reply again (a new run draws new node ids)."""
-        self.sites = {int(s["node_id"]): SiteInfo(**s) for s in state.get("sites", [])}
-        self.rounds = {}
-        for record in state.get("rounds", []):
-            by_node = {name: {int(k): v for k, v in record[name].items()} for name in _ROUND_NODE_FIELDS}
-            self.rounds[int(record["server_round"])] = RoundRecord(
-                **{**record, **by_node, "offered": tuple(record["offered"]), "selected": tuple(record["selected"])}
-            )
-
-    def _known_site(self, node_id: int, site_id: str) -> SiteInfo:
-        """The node's record; a site first seen under another node id (a resumed run) moves over."""
-        site = self.site(node_id)
-        if site.site_id is None:
-            moved = next((s for s in self.sites.values() if s.site_id == site_id and s.node_id != node_id), None)
-            if moved is not None:
-                del self.sites[moved.node_id]
-                site = dataclasses.replace(moved, node_id=node_id)
-        return site
-
-    def learn(self, reply: SiteReply, profiles: SiteProfiles | None = None) -> None:
-        """Update the node's :class:`SiteInfo` (and the round's record) from one reply."""
-        site = self.site(reply.node_id) if reply.error is not None else self._known_site(reply.node_id, reply.site_id)
-        record = self.rounds.get(reply.server_round)
-        if reply.error is not None:
-            known = {"site_id": reply.site_id} if reply.site_id != f"node-{reply.node_id}" else {}  # rejected replies
-            site = dataclasses.replace(site, failures=site.failures + 1, last_error=reply.error, **known)
-            self.sites[reply.node_id] = site
-            if record is not None:
-                record.failed[reply.node_id] = reply.error
-            return
-        metrics = dict(reply.metrics)
-        changes: dict[str, Any] = {"site_id": reply.site_id}
-        if profiles is not None and site.profile is None:
-            changes["profile"] = profiles[reply.site_id]
-        if reply.phase == "train":
-            changes.update(
-                num_examples=_int_or_none(metrics.get(NUM_EXAMPLES_KEY)),
-                loss=metrics.get(LOSS_KEY),
-                loss_before=metrics.get(LOSS_BEFORE_KEY),
-                num_patches=_int_or_none(metrics.get(NUM_PATCHES_KEY)),
-                train_seconds=metrics.get(TRAIN_SECONDS_KEY),
-                last_trained_round=reply.server_round,
-                rounds_trained=site.rounds_trained + 1,
-                train_metrics=metrics,
-            )
-            profile = changes.get("profile") or site.profile
-            if profile is not None:
-                seconds = profile.round_seconds(
-                    reply.download_bytes, metrics.get(NUM_PATCHES_KEY, 0.0), reply.upload_bytes
-                )
-                changes["simulated_s"] = seconds
-                if record is not None:
-                    record.simulated_s[reply.node_id] = seconds
-            if record is not None:
-                record.train[reply.node_id] = metrics
-        else:
-            changes.update(num_val_examples=_int_or_none(metrics.get(NUM_EXAMPLES_KEY)), val_metrics=metrics)
-            if record is not None:
-                record.evaluate[reply.node_id] = metrics
-        self.sites[reply.node_id] = dataclasses.replace(site, **changes)
+def collaborators_for(
+    selector: CollaboratorSelector, server_round: int, sites: list[SiteInfo], rng: np.random.Generator
+) -> list[int]:
+    """The node ids among ``sites`` that train this round, validated."""
+    offered = [site.node_id for site in sites]
+    return checked_selection(selector(server_round, sites, rng), offered, server_round, selector)

@@ -7,10 +7,15 @@ A plugin is a class registered under the entry-point group ``fedtumor.strategies
 
 The built-ins register the same way, in fedtumor's own pyproject.toml.
 
+:meth:`StrategyPlugin.build` receives the validated parameters and the run's
+:class:`~fedtumor.federation.options.StrategyOptions` and passes both to its strategy's
+constructor; the strategy is complete when it returns, nothing is set on it afterwards.
+
 A plugin may also supply the FeTS Task 1 hooks (``fedtumor/federation/fets_hooks.py``) as class
 attributes: ``select_collaborators`` (which sampled sites train each round) and
 ``round_hyperparameters`` (each round's learning rate and local epochs); the defaults train
 every sampled site with the run config's values. Wrap a plain function in ``staticmethod``.
+The registry puts them (or the run config's built-ins) into the options.
 """
 
 from __future__ import annotations
@@ -18,14 +23,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from flwr.serverapp.strategy import Strategy
 
 from fedtumor.federation.client_hooks import ClientHooks
 from fedtumor.federation.fets_hooks import CollaboratorSelector, RoundHyperparameters, all_sites, constant
-
-ParameterValue = bool | int | float | str
+from fedtumor.federation.options import StrategyOptions
+from fedtumor.federation.params import ParameterValue
+from fedtumor.federation.strategy import FedTumorStrategy
 
 
 @dataclass(frozen=True)
@@ -38,26 +44,6 @@ class Parameter:
     @property
     def type(self) -> type:
         return type(self.default)
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """Run-wide settings every strategy receives (from the run config)."""
-
-    fraction_train: float = 1.0
-    fraction_evaluate: float = 1.0
-    min_available_nodes: int = 2
-    seed: int = 0
-
-    def flower_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for any of Flower's Message-API strategies."""
-        return {
-            "fraction_train": self.fraction_train,
-            "fraction_evaluate": self.fraction_evaluate,
-            "min_train_nodes": 1,
-            "min_evaluate_nodes": 1 if self.fraction_evaluate > 0 else 0,
-            "min_available_nodes": self.min_available_nodes,
-        }
 
 
 class StrategyPlugin(ABC):
@@ -77,8 +63,8 @@ class StrategyPlugin(ABC):
     round_hyperparameters: ClassVar[RoundHyperparameters] = staticmethod(constant)
 
     @abstractmethod
-    def build(self, params: Mapping[str, ParameterValue], sampling: Sampling) -> Strategy:
-        """A Flower strategy with validated ``params`` (every declared parameter is present)."""
+    def build(self, params: Mapping[str, ParameterValue], options: StrategyOptions) -> Strategy:
+        """A Flower strategy with validated ``params`` (every declared parameter is present), built with ``options``."""
 
 
 class FlowerStrategyPlugin(StrategyPlugin):
@@ -86,6 +72,9 @@ class FlowerStrategyPlugin(StrategyPlugin):
 
     strategy_class: ClassVar[type[Strategy]]
 
-    def build(self, params: Mapping[str, ParameterValue], sampling: Sampling) -> Strategy:
+    def build(self, params: Mapping[str, ParameterValue], options: StrategyOptions) -> Strategy:
         kwargs = {name.replace("-", "_"): value for name, value in params.items()}
-        return self.strategy_class(**sampling.flower_kwargs(), **kwargs)
+        if issubclass(self.strategy_class, FedTumorStrategy):
+            return self.strategy_class(options=options, **kwargs)
+        # A bare Flower strategy (no reply checks, no records): only the sampling applies.
+        return self.strategy_class(**options.flower_kwargs(), **kwargs)

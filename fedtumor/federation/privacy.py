@@ -10,9 +10,9 @@ unwrapped.
 :class:`ClientLevelDP` is Flower's ``DifferentialPrivacyClientSideFixedClipping`` with three
 changes that let it sit in front of a fedtumor strategy:
 
-- attributes the ServerApp and ``build_strategy`` read or set on the strategy
-  (``reply_listener``, ``site_profiles``, ``plugin_parameters``, the FeTS hooks, ...) go to the
-  wrapped strategy, so reply checks, per-site records and FeTS hooks work unchanged;
+- ``state_dict``/``load_state_dict`` are the wrapped strategy's, so a resumed run carries what
+  it learnt; everything else the ServerApp reads (site names, round plans, failures) is in the
+  run's ledger, which the wrapped strategy was built with, so nothing else is forwarded;
 - a failed or rejected site does not void the round (Flower's wrapper skips aggregation on
   any error): the wrapped strategy's reply checks decide which updates are averaged;
 - ``n`` is the number of updates actually averaged this round, not a fixed sample size, so
@@ -26,7 +26,7 @@ are refused with a one-line :class:`ConfigError` (see :func:`dp_refusal`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from flwr.app import ArrayRecord, Message, MetricRecord
@@ -85,34 +85,27 @@ def privacy_summary(config: RunConfig) -> dict[str, Any]:
 
 
 class ClientLevelDP(DifferentialPrivacyClientSideFixedClipping):
-    """Flower's client-side fixed-clipping DP wrapper, transparent to fedtumor's strategy attributes."""
+    """Flower's client-side fixed-clipping DP wrapper in front of a fedtumor strategy."""
 
     def __init__(self, strategy: Strategy, noise_multiplier: float, clipping_norm: float):
         # num_sampled_clients is reset every round to the number of updates averaged.
         super().__init__(strategy, noise_multiplier, clipping_norm, num_sampled_clients=1)
-        self._delegating = True  # from here on, attributes the wrapper lacks live on the strategy
-
-    def __getattr__(self, name: str) -> Any:
-        # Only reached when normal lookup fails: the wrapper's own attributes come first.
-        strategy = self.__dict__.get("strategy")
-        if strategy is None or name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(strategy, name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if self.__dict__.get("_delegating") and name not in self.__dict__ and not hasattr(type(self), name):
-            setattr(self.strategy, name, value)
-        else:
-            super().__setattr__(name, value)
 
     def __repr__(self) -> str:
         return f"ClientLevelDP({self.strategy!r}, noise_multiplier={self.noise_multiplier}, clip={self.clipping_norm})"
+
+    def state_dict(self) -> dict[str, Any]:
+        """The wrapped strategy's; the wrapper learns nothing (its noise comes from numpy's global generator)."""
+        return self.strategy.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.strategy.load_state_dict(state)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
-        # The wrapped strategy checks each reply, tells the listener, and averages the sound ones.
+        # The wrapped strategy checks each reply, records it, and averages the sound ones.
         arrays, metrics = self.strategy.aggregate_train(server_round, replies)
         if arrays is None:
             return None, metrics
@@ -124,7 +117,7 @@ def updates_averaged(strategy: Strategy, server_round: int, replies: list[Messag
     """How many site updates went into this round's mean: the reply checks' verdict where kept."""
     if isinstance(strategy, FedTumorStrategy):
         # The ledger counts rounds as the run does (a resumed run's strategy offsets Flower's).
-        record = strategy.fets_ledger.rounds.get(server_round + getattr(strategy, "round_offset", 0))
-        if record is not None:
-            return len(record.train)
+        counted = strategy.ledger.updates_averaged(server_round + strategy.options.round_offset)
+        if counted is not None:
+            return counted
     return sum(not reply.has_error() for reply in replies)

@@ -2,24 +2,28 @@
 
 Built-ins and third-party plugins are found the same way: the entry-point group
 ``fedtumor.strategies``. A plugin that fails to import is reported by name and does not
-hide the others.
+hide the others. A strategy is built in one go: the plugin's ``build`` gets the validated
+``strategy-config`` and the :class:`~fedtumor.federation.options.StrategyOptions` made from
+the run config (:func:`strategy_options`), and nothing is set on the strategy afterwards.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
-from flwr.common.config import parse_config_args
 from flwr.serverapp.strategy import Strategy
 
 from fedtumor.core.config import RunConfig
 from fedtumor.core.errors import ConfigError
 from fedtumor.federation.client_hooks import ClientHooks
 from fedtumor.federation.fets_hooks import hyperparameters_from_spec, selector_from_spec
-from fedtumor.federation.plugin import ParameterValue, Sampling, StrategyPlugin
+from fedtumor.federation.ledger import SiteLedger
+from fedtumor.federation.options import StrategyOptions
+from fedtumor.federation.params import ParameterValue, parse_params
+from fedtumor.federation.plugin import StrategyPlugin
 from fedtumor.federation.wire import CLIENT_HOOK_KEY
 
 ENTRY_POINT_GROUP = "fedtumor.strategies"
@@ -58,59 +62,58 @@ def load_registry() -> Registry:
 
 def parse_strategy_config(plugin: type[StrategyPlugin], text: str) -> dict[str, ParameterValue]:
     """Validate ``strategy-config`` ("key=value key2=value2", TOML values) against the plugin."""
+    defaults = {name: parameter.default for name, parameter in plugin.parameters.items()}
     try:
-        given = parse_config_args([text]) if text.strip() else {}
-    except Exception as exc:
-        raise ConfigError(f"run-config key 'strategy-config': cannot parse {text!r} ({exc})") from None
-    if text.strip() and not given:  # Flower's parser skips tokens without '='
-        raise ConfigError(f"run-config key 'strategy-config': {text!r} holds no key=value pair")
-    params = {name: parameter.default for name, parameter in plugin.parameters.items()}
-    for key, value in given.items():
-        if key not in plugin.parameters:
-            known = ", ".join(plugin.parameters) or "none"
-            raise ConfigError(
-                f"run-config key 'strategy-config': {key!r} is not a parameter of {plugin.name} (parameters: {known})"
-            )
-        expected = plugin.parameters[key].type
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if type(value) is not expected:
-            raise ConfigError(
-                f"run-config key 'strategy-config': {key!r} of {plugin.name} expects {expected.__name__}, "
-                f"got {type(value).__name__} {value!r}"
-            )
-        params[key] = value
-    return params
+        return parse_params(text, defaults, owner=plugin.name)
+    except ValueError as exc:
+        raise ConfigError(f"run-config key 'strategy-config': {exc}") from None
 
 
-def sampling_of(config: RunConfig) -> Sampling:
-    return Sampling(
+def _hook_from_spec(key: str, text: str, parse: Callable[[str], Any], plugin_default: Any) -> Any:
+    """The run config's built-in FeTS hook, else the plugin's; a bad spec names its run-config key."""
+    try:
+        return parse(text) or plugin_default
+    except ValueError as exc:
+        raise ConfigError(f"run-config key '{key}': {exc}") from None
+
+
+def strategy_options(
+    config: RunConfig, plugin: type[StrategyPlugin], *, ledger: SiteLedger | None = None, round_offset: int = 0
+) -> StrategyOptions:
+    """The settings ``plugin``'s strategy is built with in a run of ``config``.
+
+    ``ledger`` is the run's (the ServerApp's); ``round_offset`` the rounds a resumed run has done.
+    """
+    return StrategyOptions(
         fraction_train=config.fraction_train,
         fraction_evaluate=config.fraction_evaluate,
         min_available_nodes=config.min_available_nodes,
         seed=config.seed,
+        # Reliability (docs/reliability.md): a round needs this many sound updates; optional update-norm bound.
+        min_train_replies=config.min_train_replies or config.min_available_nodes,
+        max_update_norm=config.max_update_norm,
+        collaborator_selector=_hook_from_spec(
+            "collaborator-selection", config.collaborator_selection, selector_from_spec, plugin.select_collaborators
+        ),
+        round_hyperparameters=_hook_from_spec(
+            "round-hyperparameters",
+            config.round_hyperparameters,
+            hyperparameters_from_spec,
+            plugin.round_hyperparameters,
+        ),
+        client_hook_name=plugin.name if plugin.client_hooks is not None else None,  # every round config names them
+        round_offset=round_offset,
+        ledger=ledger,
     )
 
 
-def build_strategy(config: RunConfig, registry: Registry | None = None) -> Strategy:
+def build_strategy(
+    config: RunConfig, registry: Registry | None = None, *, ledger: SiteLedger | None = None, round_offset: int = 0
+) -> Strategy:
     """The strategy named by run-config key ``strategy`` with its validated ``strategy-config``."""
-    registry = registry or load_registry()
-    plugin = registry.get(config.strategy)
+    plugin = (registry or load_registry()).get(config.strategy)
     params = parse_strategy_config(plugin, config.strategy_config)
-    strategy = plugin().build(params, sampling_of(config))
-    strategy.plugin_parameters = params  # reported in summary.json
-    if plugin.client_hooks is not None:
-        strategy.client_hook_name = plugin.name  # every round's config names the hooks
-    # FeTS Task 1 hooks: the run config's built-in, else the plugin's (defaults: all sites, constant).
-    strategy.collaborator_selector = selector_from_spec(config.collaborator_selection) or plugin.select_collaborators
-    strategy.round_hyperparameters = (
-        hyperparameters_from_spec(config.round_hyperparameters) or plugin.round_hyperparameters
-    )
-    strategy.selection_seed = config.seed
-    # Reliability (docs/reliability.md): a round needs this many sound updates; optional update-norm bound.
-    strategy.min_train_replies = config.min_train_replies or config.min_available_nodes
-    strategy.max_update_norm = config.max_update_norm
-    return strategy
+    return plugin().build(params, strategy_options(config, plugin, ledger=ledger, round_offset=round_offset))
 
 
 def client_hooks_for(round_config: Mapping[str, Any], state, registry: Registry | None = None) -> ClientHooks:

@@ -6,7 +6,6 @@ Flower's strategies hand back only aggregated metrics; a study needs each site's
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,9 +28,6 @@ class SiteReply:
     upload_bytes: int = 0
     update_norm: float | None = None  # L2 norm of reply minus global model (train; set by the strategy mixin)
     data_manifest_sha256: str | None = None
-
-
-SiteReplyListener = Callable[[SiteReply], None]
 
 
 def array_record_bytes(record: ArrayRecord | None) -> int:

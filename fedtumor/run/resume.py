@@ -6,7 +6,9 @@ into the run folder (atomically: a temporary name, then a rename), holding
 - ``round``: the last completed round, and ``model_sha256`` of its global model;
 - ``arrays``: the global model after that round (name -> tensor);
 - ``strategy``: the strategy's ``state_dict()`` (momentum, moments, control variates, ...);
-- ``recorder``: what the server knows about the study so far (summary history, sites);
+- ``recorder``: what the server knows about the study so far: ``ledger``, the run's ledger of
+  site replies (sites, rounds, failures, data manifests, held-out history, simulated time),
+  and the evaluator's best score so far;
 - ``rng``: the server's Python, NumPy and PyTorch random states.
 
 Strategy and recorder states are nested dicts/lists of plain values and numpy arrays; arrays
@@ -33,7 +35,7 @@ from fedtumor.core.config import RunConfig
 from fedtumor.core.errors import ConfigError
 from fedtumor.run.files import CONFIG_FILE, RESUME_FILE
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: one ledger of site replies under recorder['ledger'] (1 split it over strategy and recorder)
 
 # Keys that do not change what is trained, so a resumed run may set them differently.
 MAY_DIFFER_ON_RESUME = frozenset(

@@ -10,11 +10,14 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
+from flwr.supercore.task_identity import TaskIdentity
 from typer.testing import CliRunner
 
 import fedtumor.federation.conformance as kit
 from fedtumor.cli import app
 from fedtumor.federation.client_hooks import ClientHooks
+from fedtumor.federation.conformance import report
+from fedtumor.federation.conformance.checks import corrupt_non_finite, corrupt_shape
 from fedtumor.federation.plugin import FlowerStrategyPlugin
 from fedtumor.federation.registry import Registry, load_registry
 from fedtumor.federation.wire import ARRAYS_KEY
@@ -247,7 +250,7 @@ def test_state_that_lasts_is_reported():
 
 
 def test_kit_leaves_the_process_as_found():
-    identity = kit.TaskIdentity
+    identity = TaskIdentity
     before = (identity._task_id, identity._run_id, identity._node_id, torch.get_num_threads())
     torch.manual_seed(7)
     random.seed(7)
@@ -269,7 +272,7 @@ def test_cli_check_passes_with_a_table():
 
 
 def test_cli_check_failure_exits_1(monkeypatch):
-    monkeypatch.setattr(kit, "load_registry", lambda: Registry(plugins={"broken-order": OrderDependentPlugin}))
+    monkeypatch.setattr(report, "load_registry", lambda: Registry(plugins={"broken-order": OrderDependentPlugin}))
     result = CliRunner().invoke(app, ["strategies", "check", "broken-order"])
     assert result.exit_code == 1
     assert "FAILED: reply order" in result.output
@@ -286,8 +289,8 @@ def test_cli_check_unknown_name_is_one_line_exit_2():
 
 def test_corruptions_hit_one_array_and_keep_the_rest():
     arrays = ArrayRecord({"a": Array(np.ones((2, 3), np.float32)), "b": Array(np.zeros(4, np.float32))})
-    non_finite = kit._corrupt_non_finite(arrays, "a")["a"].numpy().reshape(-1)
+    non_finite = corrupt_non_finite(arrays, "a")["a"].numpy().reshape(-1)
     assert np.isnan(non_finite[0]) and np.isinf(non_finite[-1]) and (non_finite[1:-1] == 1).all()
-    reshaped = kit._corrupt_shape(arrays, "a")
+    reshaped = corrupt_shape(arrays, "a")
     assert reshaped["a"].shape == (2, 3, 2) and reshaped["a"].dtype == "float32"
     assert np.array_equal(reshaped["b"].numpy(), np.zeros(4)) and arrays["a"].shape == (2, 3)

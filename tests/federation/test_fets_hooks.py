@@ -12,8 +12,6 @@ from flwr.supercore.task_identity import TaskIdentity
 from fedtumor.core.config import RunConfig
 from fedtumor.core.errors import ConfigError
 from fedtumor.federation.fets_hooks import (
-    SiteInfo,
-    TrainingHistory,
     all_sites,
     constant,
     fastest_first,
@@ -23,8 +21,11 @@ from fedtumor.federation.fets_hooks import (
     selector_from_spec,
     step_decay,
 )
+from fedtumor.federation.ledger import SiteLedger
+from fedtumor.federation.records import SiteInfo, TrainingHistory
 from fedtumor.federation.registry import Registry, build_strategy
 from fedtumor.federation.replies import array_record_bytes
+from fedtumor.federation.settings import check_federation_keys
 from fedtumor.federation.simulated_time import SiteProfile, SiteProfiles
 from fedtumor.federation.strategy import FedTumorStrategy
 from fedtumor.federation.wire import SITE_RECORD_KEY
@@ -71,7 +72,7 @@ class Seen:
         return self.rule(server_round, sites, rng)
 
 
-def strategy_with(selector=None, schedule=None, config: RunConfig | None = None):
+def strategy_with(selector=None, schedule=None, config: RunConfig | None = None, ledger: SiteLedger | None = None):
     class Plugin(FedAvgPlugin):
         name = "picky"
 
@@ -80,7 +81,7 @@ def strategy_with(selector=None, schedule=None, config: RunConfig | None = None)
     if schedule is not None:
         Plugin.round_hyperparameters = staticmethod(schedule)
     config = config or RunConfig(strategy="picky", seed=7)
-    return build_strategy(config, Registry(plugins={"picky": Plugin}))
+    return build_strategy(config, Registry(plugins={"picky": Plugin}), ledger=ledger)
 
 
 def configure(strategy, server_round: int) -> list[Message]:
@@ -240,8 +241,7 @@ def test_bad_hyperparameters_are_named(values, message):
 
 
 def test_profiles_give_site_info_simulated_time_and_fastest_first_uses_it():
-    strategy = strategy_with(config=RunConfig(strategy="picky", collaborator_selection="fastest-first k=2"))
-    strategy.site_profiles = SiteProfiles(
+    profiles = SiteProfiles(
         {
             "site-1": SiteProfile(1.0, 8, 8),
             "site-2": SiteProfile(0.5, 8, 8),
@@ -249,15 +249,17 @@ def test_profiles_give_site_info_simulated_time_and_fastest_first_uses_it():
             "site-10": SiteProfile(2.0, 8, 8),
         }
     )
+    config = RunConfig(strategy="picky", collaborator_selection="fastest-first k=2")
+    strategy = strategy_with(config=config, ledger=SiteLedger(profiles))
     run_round(strategy, 1)  # unknown first: nodes 10, 20
     run_round(strategy, 2)  # then 30, 40
-    sites = {s.site_id: s for s in strategy.fets_ledger.sites.values()}
+    sites = {s.site_id: s for s in strategy.ledger.sites.values()}
     # 24 + 10 bytes each way (w float32 2x3, b float16 x5) at 8 Mbit/s, plus 8 patches x seconds per sample.
     transfer = 2 * 34 * 8 / 8e6
     assert array_record_bytes(GLOBAL) == 34
     assert sites["site-2"].simulated_s == pytest.approx(4.0 + transfer)
     assert sites["site-3"].profile == SiteProfile(4.0, 8, 8)
-    assert strategy.fets_ledger.rounds[1].duration_s == pytest.approx(8.0 + transfer)  # site-1, the slower of two
+    assert strategy.ledger.rounds[1].duration_s == pytest.approx(8.0 + transfer)  # site-1, the slower of two
     # Round 3: the two fastest, site-2 (node 20) and site-1 (node 10).
     assert sorted(m.metadata.dst_node_id for m in configure(strategy, 3)) == [10, 20]
 
@@ -284,15 +286,19 @@ def test_built_ins_by_hand():
     [
         ("collaborator-selection", "best-sites", "'best-sites' is not one of all-sites, random-fraction"),
         ("collaborator-selection", "random-fraction fraction=0", "random-fraction: fraction must be in \\(0, 1\\]"),
-        ("collaborator-selection", "largest-first k=2.5", "largest-first: 'k' expects int"),
-        ("collaborator-selection", "largest-first n=2", "'n=2' is not a parameter of largest-first"),
+        ("collaborator-selection", "largest-first k=2.5", "'k' of largest-first expects int, got float 2.5"),
+        ("collaborator-selection", "largest-first n=2", "'n' is not a parameter of largest-first \\(parameters: k\\)"),
         ("round-hyperparameters", "step-decay every=0", "step-decay: every must be an integer >= 1"),
-        ("round-hyperparameters", "step-decay factor", "'factor' is not a parameter of step-decay"),
+        ("round-hyperparameters", "step-decay factor", "'factor' is not key=value \\(parameters of step-decay"),
+        ("round-hyperparameters", "step-decay every=ten", "step-decay: cannot parse the value of 'every': 'ten'"),
     ],
 )
 def test_run_config_specs_are_validated_naming_the_key(key, value, message):
-    with pytest.raises(ConfigError, match=f"run-config key '{key}': .*{message}"):
-        RunConfig(**{key.replace("-", "_"): value})
+    config = RunConfig(strategy="picky", **{key.replace("-", "_"): value})
+    with pytest.raises(ConfigError, match=f"^run-config key '{key}': {message}"):
+        check_federation_keys(config)  # where a federation's config is validated
+    with pytest.raises(ConfigError, match=f"^run-config key '{key}': {message}"):
+        strategy_with(config=config)  # and where the strategy is built
 
 
 def test_specs_parse_to_built_ins():
@@ -314,9 +320,8 @@ def test_download_bytes_count_every_array_record_sent_and_upload_the_reply():
         pass
 
     strategy = Strategy(min_available_nodes=1)
-    seen: list = []
-    strategy.reply_listener = seen.append
     messages = list(strategy.configure_train(1, GLOBAL, ConfigRecord(TRAIN_CONFIG), FakeGrid(NODES)))
     strategy.aggregate_train(1, [train_reply(m) for m in messages])
+    seen = strategy.ledger.replies_of(1, "train")
     assert [r.download_bytes for r in seen] == [34 + 32] * 4  # model 24 + 10, control 4 x 8
     assert [r.upload_bytes for r in seen] == [34] * 4

@@ -1,4 +1,4 @@
-"""Client-level DP: the site clips its update, the server adds calibrated noise, attributes delegate."""
+"""Client-level DP: the site clips its update, the server adds calibrated noise, the resume state is forwarded."""
 
 import subprocess
 import sys
@@ -13,6 +13,7 @@ from client_app.privacy import clip_update_when_asked
 from fedtumor.core.config import RunConfig, load_run_config
 from fedtumor.core.errors import ConfigError
 from fedtumor.federation.conformance import as_serverapp, site_reply
+from fedtumor.federation.ledger import SiteLedger
 from fedtumor.federation.privacy import ClientLevelDP, privacy_summary, with_client_level_dp
 from fedtumor.federation.registry import build_strategy, load_registry
 from tests import REPO
@@ -42,9 +43,9 @@ def config(**changes) -> RunConfig:
     return RunConfig(min_available_nodes=1, dp_noise_multiplier=1.0, dp_clipping_norm=2.0, **changes)
 
 
-def dp_strategy(name: str = "fedavg", **changes) -> ClientLevelDP:
+def dp_strategy(name: str = "fedavg", ledger: SiteLedger | None = None, **changes) -> ClientLevelDP:
     run_config = config(strategy=name, **changes)
-    strategy = with_client_level_dp(build_strategy(run_config), run_config)
+    strategy = with_client_level_dp(build_strategy(run_config, ledger=ledger), run_config)
     assert isinstance(strategy, ClientLevelDP)
     return strategy
 
@@ -148,9 +149,8 @@ def test_noise_std_is_noise_multiplier_times_clip_over_the_sites_averaged():
 def test_a_failed_and_a_rejected_site_do_not_void_the_round_and_raise_the_noise():
     np.random.seed(1)
     size = 200_000
-    strategy = dp_strategy()
-    heard = []
-    strategy.reply_listener = heard.append  # set through the wrapper, as the ServerApp does
+    ledger = SiteLedger()  # the run's, as the ServerApp holds it
+    strategy = dp_strategy(ledger=ledger)
     replies = {n: site_update(n, np.full(size, 0.5)) for n in (1, 2, 3)}
     replies[4] = site_update(4, np.full(size, np.nan))  # rejected by the reply checks
     replies[5] = lambda instruction: Message(Error(code=100, reason="site 5: truncated file"), reply_to=instruction)
@@ -158,26 +158,29 @@ def test_a_failed_and_a_rejected_site_do_not_void_the_round_and_raise_the_noise(
     assert aggregated is not None
     assert strategy.num_sampled_clients == 3  # the updates averaged, not the sites asked
     np.testing.assert_allclose((aggregated["w"].numpy() - 0.5).std(), 1.0 * 2.0 / 3, rtol=0.01)
+    heard = ledger.replies_of(1, "train")
     errors = sorted(reply.error.split(":")[0] for reply in heard if reply.error)
     assert errors == ["rejected", "site 5"]
     assert sorted(reply.node_id for reply in heard if reply.error is None) == [1, 2, 3]
+    assert ledger.updates_averaged(1) == 3
 
 
-def test_attributes_the_serverapp_uses_live_on_the_wrapped_strategy():
+def test_the_wrapper_forwards_the_resume_state_and_nothing_else(monkeypatch):
     strategy = dp_strategy("fedprox", strategy_config="proximal-mu=0.5")
     inner = strategy.strategy
-    listener, profiles = (lambda reply: None), object()
-    strategy.reply_listener = listener
-    strategy.site_profiles = profiles
-    assert inner.reply_listener is listener and inner.site_profiles is profiles
-    assert "reply_listener" not in vars(strategy) and "site_profiles" not in vars(strategy)
-    assert strategy.plugin_parameters == {"proximal-mu": 0.5}
-    assert strategy.client_hook_name == "fedprox"
-    assert strategy.fets_ledger is inner.fets_ledger
+    loaded = []
+    monkeypatch.setattr(inner, "state_dict", lambda: {"learnt": 1})
+    monkeypatch.setattr(inner, "load_state_dict", loaded.append)
+    assert strategy.state_dict() == {"learnt": 1}
+    strategy.load_state_dict({"learnt": 2})
+    assert loaded == [{"learnt": 2}]
+    assert inner.proximal_mu == 0.5 and inner.options.client_hook_name == "fedprox"
     assert (strategy.noise_multiplier, strategy.clipping_norm) == (1.0, 2.0)
     assert not hasattr(inner, "noise_multiplier")
-    with pytest.raises(AttributeError):
-        strategy.no_such_attribute  # noqa: B018
+    for name in ("options", "ledger", "proximal_mu", "no_such_attribute"):  # not looked up on the wrapped strategy
+        assert not hasattr(strategy, name), name
+    strategy.marker = True  # and an attribute set on the wrapper stays on it
+    assert not hasattr(inner, "marker")
 
 
 def test_dp_off_leaves_the_strategy_unwrapped():

@@ -6,7 +6,7 @@ import pytest
 
 from fedtumor.core.config import RunConfig
 from fedtumor.core.errors import DataError
-from fedtumor.federation.ledger import StudyRecorder
+from fedtumor.federation.ledger import SiteLedger
 from fedtumor.federation.replies import SiteReply
 from fedtumor.federation.simulated_time import (
     DOWNLOAD_MBPS_RANGE,
@@ -20,7 +20,7 @@ from fedtumor.federation.simulated_time import (
     round_duration,
     seeded_profile,
 )
-from fedtumor.run.writer import RunWriter, metric_table, read_metrics
+from fedtumor.federation.summary import run_summary
 
 MB = 1_000_000  # bytes
 HEADER = "site_id,seconds_per_sample,download_mbps,upload_mbps\n"
@@ -149,43 +149,50 @@ def train_reply(server_round: int, site_id: str, patches: int, node_id: int = 1)
     )
 
 
-def test_study_recorder_tracks_simulated_time_and_scores_it(tmp_path):
+def test_the_ledger_keeps_simulated_time_and_the_summary_scores_it():
     profiles = SiteProfiles({"site-1": SiteProfile(1.0, 8, 8), "site-2": SiteProfile(2.0, 8, 8)})
-    writer = RunWriter(tmp_path / "run")
-    recorder = StudyRecorder(writer, profiles)
+    ledger = SiteLedger(profiles)
     dice = {0: 0.1, 1: 0.5, 2: 0.3}
-    recorder.check_round(0)
-    recorder.record_test(0, {"dice_et": dice[0], "dice_tc": dice[0], "dice_wt": dice[0]})
+    assert ledger.close_round(0) == (0.0, 0.0)  # the initial model
+    ledger.record_test(0, {"dice_et": dice[0], "dice_tc": dice[0], "dice_wt": dice[0]})
     # Round 1: site-1 1 + 10*1 + 1 = 12 s; site-2 1 + 20*2 + 1 = 42 s -> 42 s.
-    recorder.on_site_reply(train_reply(1, "site-1", 10))
-    recorder.on_site_reply(train_reply(1, "site-2", 20, node_id=2))
-    recorder.on_site_reply(SiteReply(1, "train", 3, "node-3", error="boom"))  # adds no time
-    recorder.check_round(1)
-    recorder.record_test(1, {"dice_et": 0.4, "dice_tc": 0.5, "dice_wt": 0.6})  # mean 0.5
+    ledger.record(train_reply(1, "site-1", 10))
+    ledger.record(train_reply(1, "site-2", 20, node_id=2))
+    ledger.record(SiteReply(1, "train", 3, "node-3", error="boom"))  # adds no time
+    assert ledger.close_round(1) == pytest.approx((42.0, 42.0))
+    assert ledger.close_round(1) is None  # a round is closed once
+    ledger.record_test(1, {"dice_et": 0.4, "dice_tc": 0.5, "dice_wt": 0.6})  # mean 0.5
     # Round 2: only site-1, 1 + 30 + 1 = 32 s -> 74 s in all.
-    recorder.on_site_reply(train_reply(2, "site-1", 30))
-    recorder.check_round(2)
-    recorder.record_test(2, {"dice_et": dice[2], "dice_tc": dice[2], "dice_wt": dice[2]})
+    ledger.record(train_reply(2, "site-1", 30))
+    assert ledger.close_round(2) == pytest.approx((32.0, 74.0))
+    ledger.record_test(2, {"dice_et": dice[2], "dice_tc": dice[2], "dice_wt": dice[2]})
 
-    table = metric_table(read_metrics(writer.run_dir), "global", "train")
-    assert table["simulated_round_s"].to_dict() == pytest.approx({0: 0.0, 1: 42.0, 2: 32.0})
-    assert table["simulated_time_s"].to_dict() == pytest.approx({0: 0.0, 1: 42.0, 2: 74.0})
-    assert metric_table(read_metrics(writer.run_dir), "site-2", "train")["simulated_s"].to_dict() == {1: 42.0}
+    rows = {scope: metrics["simulated_s"] for scope, split, metrics in ledger.site_rows(1) if split == "train"}
+    assert rows == pytest.approx({"site-1": 12.0, "site-2": 42.0})  # the failed node has no row
+    assert ledger.sites[2].simulated_s == pytest.approx(42.0)  # what fastest-first reads
 
     config = RunConfig(num_server_rounds=2, time_budget_s=100.0)
-    summary = recorder.summary(config, n_nodes=3, wall_time_s=1.0, strategy_parameters={})
+    summary = run_summary(ledger, config, n_nodes=3, wall_time_s=1.0, strategy_parameters={})
     assert summary["simulated_time_s"] == pytest.approx(74.0)
     assert summary["time_budget_s"] == 100.0
     # 0.1 over [0, 42), 0.5 over [42, 100): (4.2 + 29) / 100; round 2's worse model changes nothing.
     assert summary["convergence_score"] == pytest.approx(0.332)
+    assert summary["sites"] == {"site-1": 3.0, "site-2": 3.0}
+    assert [(f["round"], f["site"], f["error"]) for f in summary["failed_replies"]] == [(1, "node-3", "boom")]
     json.dumps(summary)  # plain JSON
 
 
-def test_study_recorder_without_profiles_keeps_no_time(tmp_path):
-    writer = RunWriter(tmp_path / "run")
-    recorder = StudyRecorder(writer)
-    recorder.on_site_reply(train_reply(1, "site-1", 10))
-    recorder.check_round(1)
-    summary = recorder.summary(RunConfig(), n_nodes=1, wall_time_s=1.0, strategy_parameters={})
+def test_the_ledger_without_profiles_keeps_no_time():
+    ledger = SiteLedger()
+    ledger.record(train_reply(1, "site-1", 10))
+    assert ledger.close_round(1) is None
+    summary = run_summary(ledger, RunConfig(), n_nodes=1, wall_time_s=1.0, strategy_parameters={})
     assert "convergence_score" not in summary and "simulated_time_s" not in summary
-    assert "simulated_s" not in set(read_metrics(writer.run_dir)["metric"])
+    assert all("simulated_s" not in metrics for _, _, metrics in ledger.site_rows(1))
+
+
+def test_a_round_without_any_update_ends_the_run_naming_why():
+    ledger = SiteLedger()
+    ledger.record(SiteReply(1, "train", 3, "node-3", error="site 3: bad file"))
+    with pytest.raises(RuntimeError, match=r"round 1: no site returned a model update \(site 3: bad file\)"):
+        ledger.close_round(1)

@@ -1,6 +1,7 @@
 """FedBN, SCAFFOLD, FedCostWAvg and FedPIDAvg against hand-computed aggregations and client hooks."""
 
 import logging
+from importlib.metadata import entry_points
 
 import numpy as np
 import pytest
@@ -10,12 +11,13 @@ from flwr.supercore.task_identity import TaskIdentity
 from typer.testing import CliRunner
 
 from fedtumor.cli import app
+from fedtumor.cli import console as cli_console
 from fedtumor.core.config import RunConfig
 from fedtumor.core.errors import ConfigError
 from fedtumor.core.model import build_model
 from fedtumor.core.training import train_epochs
 from fedtumor.federation.conformance import site_reply
-from fedtumor.federation.plugin import Sampling
+from fedtumor.federation.options import StrategyOptions
 from fedtumor.federation.registry import build_strategy, client_hooks_for, load_registry, parse_strategy_config
 from fedtumor.federation.wire import SITE_RECORD_KEY
 from strategies.fedbn import LOCAL_NORMS_KEY, FedBN, FedBNClientHooks, FedBNPlugin, norm_state_keys
@@ -30,8 +32,8 @@ from strategies.scaffold import (
     ScaffoldPlugin,
 )
 
-NEW = {"fedbn", "scaffold", "fedcostwavg", "fedpidavg"}
-SAMPLING = Sampling(min_available_nodes=1)
+NEW = {"fedbn", "scaffold", "fedcostwavg", "fedpidavg"}  # the built-ins checked by hand here
+OPTIONS = StrategyOptions(min_available_nodes=1)  # each strategy built with them keeps its own ledger
 
 
 @pytest.fixture(autouse=True)
@@ -97,25 +99,28 @@ def set_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 
 # ---------------------------------------------------------------------- registry
-def test_new_strategies_are_registered_and_listed():
+def test_built_in_strategies_are_registered_and_listed(monkeypatch):
+    built_ins = {ep.name for ep in entry_points(group="fedtumor.strategies") if ep.value.startswith("strategies.")}
     registry = load_registry()
-    assert NEW <= set(registry.plugins) and not registry.broken
-    result = CliRunner().invoke(app, ["strategies", "list"], env={"COLUMNS": "200"})
+    assert NEW <= built_ins <= set(registry.plugins) and not registry.broken
+    # The CLI's console reads COLUMNS when imported (80 under pytest-xdist): make the table wide enough.
+    monkeypatch.setattr(cli_console, "_width", 200)
+    result = CliRunner().invoke(app, ["strategies", "list"])
     assert result.exit_code == 0, result.output
-    for name in NEW:
+    for name in built_ins:
         assert name in result.output
     assert "alpha=0.45 beta=0.45 gamma=0.1 window=5" in result.output
 
 
 def test_parameters_are_checked_when_the_strategy_is_built():
     with pytest.raises(ConfigError, match="'alpha' must lie in"):
-        FedCostWAvgPlugin().build(parse_strategy_config(FedCostWAvgPlugin, "alpha=1.5"), SAMPLING)
+        FedCostWAvgPlugin().build(parse_strategy_config(FedCostWAvgPlugin, "alpha=1.5"), OPTIONS)
     with pytest.raises(ConfigError, match="'window' must be >= 1"):
-        FedPIDAvgPlugin().build(parse_strategy_config(FedPIDAvgPlugin, "window=0"), SAMPLING)
+        FedPIDAvgPlugin().build(parse_strategy_config(FedPIDAvgPlugin, "window=0"), OPTIONS)
     with pytest.raises(ConfigError, match="must be >= 0"):
-        FedPIDAvgPlugin().build(parse_strategy_config(FedPIDAvgPlugin, "beta=-0.1"), SAMPLING)
+        FedPIDAvgPlugin().build(parse_strategy_config(FedPIDAvgPlugin, "beta=-0.1"), OPTIONS)
     with pytest.raises(ConfigError, match="'server-learning-rate' must be > 0"):
-        ScaffoldPlugin().build(parse_strategy_config(ScaffoldPlugin, "server-learning-rate=0"), SAMPLING)
+        ScaffoldPlugin().build(parse_strategy_config(ScaffoldPlugin, "server-learning-rate=0"), OPTIONS)
 
 
 # ---------------------------------------------------------------------- FedBN
@@ -145,7 +150,7 @@ def test_norm_entries_are_found_by_module_type_not_by_name():
 
 
 def test_fedbn_averages_what_sites_send_and_keeps_the_global_norms():
-    strategy = FedBNPlugin().build({}, SAMPLING)
+    strategy = FedBNPlugin().build({}, OPTIONS)
     assert isinstance(strategy, FedBN)
     global_arrays = record({"conv.weight": [1.0, 1.0], "norm.weight": [5.0, 5.0], "head.bias": [9.0]})
     list(strategy.configure_train(1, global_arrays, ConfigRecord(), Grid([1, 2])))
@@ -218,7 +223,7 @@ def test_scaffold_server_updates_model_and_control_variate():
 
 
 def test_scaffold_with_unit_server_rate_is_fedavg_of_the_models():
-    strategy = ScaffoldPlugin().build({"server-learning-rate": 1.0}, SAMPLING)
+    strategy = ScaffoldPlugin().build({"server-learning-rate": 1.0}, OPTIONS)
     list(strategy.configure_train(1, record({"w": [0.0, 0.0]}), ConfigRecord(), Grid([1, 2])))
     replies = [reply(1, {"w": [4.0, 0.0]}, num_examples=1), reply(2, {"w": [0.0, 4.0]}, num_examples=3)]
     arrays, _ = strategy.aggregate_train(1, replies)  # no deltas sent: c stays zero
@@ -306,7 +311,7 @@ def test_scaffold_hooks_in_the_training_loop_recover_the_gradient_after_one_sgd_
 
 # ---------------------------------------------------------------------- FedCostWAvg
 def test_fedcostwavg_weights_data_share_and_cost_decrease_ratio():
-    strategy = FedCostWAvgPlugin().build({"alpha": 0.5}, SAMPLING)
+    strategy = FedCostWAvgPlugin().build({"alpha": 0.5}, OPTIONS)
     assert isinstance(strategy, FedCostWAvg)
     messages = list(strategy.configure_train(1, record({"w": [0.0, 0.0]}), ConfigRecord(), Grid([1, 2])))
     assert all(m.content["config"]["report-loss-before"] is True for m in messages)
@@ -325,7 +330,7 @@ def test_fedcostwavg_weights_data_share_and_cost_decrease_ratio():
 
 
 def test_fedcostwavg_prefers_loss_after_on_the_same_patches():
-    strategy = FedCostWAvgPlugin().build({"alpha": 0.0}, SAMPLING)
+    strategy = FedCostWAvgPlugin().build({"alpha": 0.0}, OPTIONS)
     replies = [
         # The running training loss says site a got worse; the same-patch loss says it halved.
         reply(1, {"w": [0.0, 3.0]}, site="a", num_examples=1, loss_before=0.8, loss=0.9, loss_after=0.4),  # k = 2
@@ -337,7 +342,7 @@ def test_fedcostwavg_prefers_loss_after_on_the_same_patches():
 
 
 def test_fedcostwavg_with_alpha_one_is_fedavg():
-    strategy = FedCostWAvgPlugin().build({"alpha": 1.0}, SAMPLING)
+    strategy = FedCostWAvgPlugin().build({"alpha": 1.0}, OPTIONS)
     replies = [
         reply(1, {"w": [0.0, 24.0]}, num_examples=1, loss_before=0.8, loss=0.4),
         reply(2, {"w": [24.0, 0.0]}, num_examples=3, loss_before=0.6, loss=0.6),
@@ -347,7 +352,7 @@ def test_fedcostwavg_with_alpha_one_is_fedavg():
 
 
 def test_fedcostwavg_without_loss_before_falls_back_to_data_shares(caplog):
-    strategy = FedCostWAvgPlugin().build({"alpha": 0.5}, SAMPLING)
+    strategy = FedCostWAvgPlugin().build({"alpha": 0.5}, OPTIONS)
     replies = [
         reply(1, {"w": [0.0, 24.0]}, num_examples=1, loss=0.4),
         reply(2, {"w": [24.0, 0.0]}, num_examples=3, loss=0.6),
@@ -360,7 +365,7 @@ def test_fedcostwavg_without_loss_before_falls_back_to_data_shares(caplog):
 
 # ---------------------------------------------------------------------- FedPIDAvg
 def test_fedpidavg_weights_over_three_rounds_keyed_by_site():
-    strategy = FedPIDAvgPlugin().build(parse_strategy_config(FedPIDAvgPlugin, "window=2"), SAMPLING)
+    strategy = FedPIDAvgPlugin().build(parse_strategy_config(FedPIDAvgPlugin, "window=2"), OPTIONS)
     assert isinstance(strategy, FedPIDAvg)
     messages = list(strategy.configure_train(1, record({"w": [0.0, 0.0]}), ConfigRecord(), Grid([1, 2])))
     assert all(m.content["config"]["report-loss-before"] is True for m in messages)
@@ -391,7 +396,7 @@ def test_fedpidavg_weights_over_three_rounds_keyed_by_site():
 
 
 def test_fedpidavg_without_any_decrease_uses_data_shares_for_the_derivative(caplog):
-    strategy = FedPIDAvgPlugin().build(parse_strategy_config(FedPIDAvgPlugin, ""), SAMPLING)
+    strategy = FedPIDAvgPlugin().build(parse_strategy_config(FedPIDAvgPlugin, ""), OPTIONS)
     replies = [
         reply(1, {"w": [1.0, 0.0]}, site="a", num_examples=1, loss_before=0.5, loss=0.5),
         reply(2, {"w": [0.0, 1.0]}, site="b", num_examples=3, loss_before=0.5, loss=0.5),
@@ -406,7 +411,7 @@ def test_fedpidavg_without_any_decrease_uses_data_shares_for_the_derivative(capl
 @pytest.mark.parametrize("name", sorted(NEW))
 def test_identical_updates_aggregate_to_that_update(name):
     plugin = load_registry().plugins[name]
-    strategy = plugin().build(parse_strategy_config(plugin, ""), SAMPLING)
+    strategy = plugin().build(parse_strategy_config(plugin, ""), OPTIONS)
     list(strategy.configure_train(1, record({"w": [0.0, 0.0]}), ConfigRecord(), Grid([1, 2])))
     update = {"w": [2.0, -3.0]}
     replies = [

@@ -21,7 +21,8 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 from fedtumor.core.errors import ConfigError
-from fedtumor.federation.plugin import Parameter, ParameterValue, Sampling, StrategyPlugin
+from fedtumor.federation.options import StrategyOptions
+from fedtumor.federation.plugin import Parameter, ParameterValue, StrategyPlugin
 from fedtumor.federation.strategy import FedTumorStrategy
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
@@ -109,10 +110,11 @@ class FedAvgNormClippedPlugin(StrategyPlugin):
     # Identical updates longer than max-update-norm come out shorter: the kit skips that check.
     preserves_identical_updates = False
 
-    def build(self, params: Mapping[str, ParameterValue], sampling: Sampling) -> FedAvgNormClipped:
+    def build(self, params: Mapping[str, ParameterValue], options: StrategyOptions) -> FedAvgNormClipped:
         max_norm = params["max-update-norm"]
         if not (math.isfinite(max_norm) and max_norm > 0):
             raise ConfigError(
                 f"run-config key 'strategy-config': {self.name} needs max-update-norm > 0, got {max_norm!r}"
             )
-        return FedAvgNormClipped(max_update_norm=max_norm, **sampling.flower_kwargs())
+        # The run's options (sampling, reply checks, FeTS hooks, ledger) go to the mixin, the rest to Flower.
+        return FedAvgNormClipped(options=options, max_update_norm=max_norm)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from fedtumor.core.errors import ConfigError
 from fedtumor.federation.conformance import as_serverapp, assert_conforms
-from fedtumor.federation.plugin import Sampling
+from fedtumor.federation.options import StrategyOptions
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from fedtumor_example_plugin.norm_clipped import (
@@ -57,9 +57,14 @@ def reply(arrays: ArrayRecord, num_examples: int) -> Message:
     return Message(content, reply_to=instruction)
 
 
-def test_non_positive_limit_is_a_config_error():
+def test_build_refuses_a_non_positive_limit_and_keeps_its_own_apart_from_the_run_options():
     with pytest.raises(ConfigError, match="max-update-norm > 0"):
-        FedAvgNormClippedPlugin().build({"max-update-norm": 0.0}, Sampling())
+        FedAvgNormClippedPlugin().build({"max-update-norm": 0.0}, StrategyOptions())
+    # The strategy's C is the plugin parameter; the run's reply bound (0: none) stays in the options.
+    options = StrategyOptions(min_available_nodes=3, max_update_norm=0.0)
+    strategy = FedAvgNormClippedPlugin().build({"max-update-norm": 5.0}, options)
+    assert strategy.max_update_norm == 5.0
+    assert strategy.options is options and strategy.min_available_nodes == 3
 
 
 def test_plugin_conforms():

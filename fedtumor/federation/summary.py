@@ -1,0 +1,73 @@
+"""summary.json of a run, read from its ledger.
+
+Strategy and its parameters, rounds, wall time, the sites and their training subjects, every
+failed reply, the data manifests, the DP settings, the final and best held-out scores and,
+with site profiles, the simulated time, the time budget and the FeTS ``convergence_score`` of
+the held-out mean Dice over simulated time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fedtumor.core.config import RunConfig
+from fedtumor.core.metrics import mean_dice
+from fedtumor.federation.ledger import SiteLedger
+from fedtumor.federation.privacy import privacy_summary
+from fedtumor.federation.simulated_time import convergence_score
+
+SUMMARY_METRICS = ("dice_et", "dice_tc", "dice_wt", "hd95_et", "hd95_tc", "hd95_wt")
+
+
+def site_subjects(ledger: SiteLedger) -> dict[str, float]:
+    """Training subjects of every site that returned an update, by site id (its latest reply)."""
+    subjects = {
+        site.site_id: float(site.num_examples)
+        for site in ledger.sites.values()
+        if site.site_id is not None and site.num_examples is not None
+    }
+    return dict(sorted(subjects.items()))
+
+
+def run_summary(
+    ledger: SiteLedger,
+    config: RunConfig,
+    n_nodes: int,
+    wall_time_s: float,
+    strategy_parameters: Mapping[str, Any],
+) -> dict[str, Any]:
+    history = ledger.test_history
+    summary: dict[str, Any] = {
+        "strategy": config.strategy,
+        "strategy_parameters": dict(strategy_parameters),
+        "rounds": config.num_server_rounds,
+        "wall_time_s": round(wall_time_s, 2),
+        "num_nodes": n_nodes,
+        "sites": site_subjects(ledger),
+        "failed_replies": ledger.failures,
+        "data_manifests": {site: hashes[-1] for site, hashes in sorted(ledger.manifests.items())},
+        "differential_privacy": privacy_summary(config),
+    }
+    if history:
+        last_round = max(history)
+        summary["final"] = {name: history[last_round].get(name) for name in SUMMARY_METRICS}
+        summary["final"]["round"] = last_round
+        best_round = max(history, key=lambda r: mean_dice(history[r]))
+        summary["best"] = {"round": best_round, "mean_dice": mean_dice(history[best_round])}
+    if ledger.profiles is not None:
+        end_s = ledger.round_end_s
+        summary["simulated_time_s"] = end_s[max(end_s)] if end_s else 0.0
+        summary["time_budget_s"] = config.time_budget_s
+        summary["convergence_score"] = heldout_convergence_score(ledger, config.time_budget_s)
+    return summary
+
+
+def heldout_convergence_score(ledger: SiteLedger, budget_s: float) -> float | None:
+    """FeTS Task 1 score of the held-out mean Dice over simulated time; None without both."""
+    rounds = sorted(r for r in ledger.test_history if r in ledger.round_end_s)
+    if not rounds:
+        return None
+    return convergence_score(
+        [ledger.round_end_s[r] for r in rounds], [mean_dice(ledger.test_history[r]) for r in rounds], budget_s
+    )
