@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import json
 import math
 from pathlib import Path
 
@@ -382,42 +381,3 @@ def test_score_files_nan_and_non_integer(tmp_path):
     fractional = write_nifti(tmp_path / "frac.nii.gz", line_labels(REF_LINE).astype(np.float32) / 4)
     with pytest.raises(DataError, match="frac.nii.gz.*non-integer"):
         score_files(fractional, ref)
-
-
-# ------------------------------------------------------------------ CLI
-
-
-def test_cli_evaluate_json(tmp_path):
-    from typer.testing import CliRunner
-
-    from fedtumor.cli import app
-
-    pred = write_nifti(tmp_path / "pred.nii.gz", line_labels(PRED_LINE).astype(np.uint8))
-    ref = write_nifti(tmp_path / "ref.nii.gz", line_labels(REF_LINE).astype(np.uint8))
-    result = CliRunner().invoke(app, ["evaluate", str(pred), str(ref), "--json"])
-    assert result.exit_code == 0, result.output
-    scores = json.loads(result.stdout)
-    assert list(scores) == ["ET", "TC", "WT"]
-    for region in scores:
-        assert {"dice", "hd95"} <= set(scores[region])
-    assert scores["WT"]["hd95"] == pytest.approx(3.1)
-    # The table form runs too.
-    table = CliRunner().invoke(app, ["evaluate", str(pred), str(ref)])
-    assert table.exit_code == 0 and "WT" in table.stdout
-
-
-def test_cli_evaluate_corrupt_file_is_one_line_error(tmp_path):
-    from typer.testing import CliRunner
-
-    from fedtumor.cli import app
-
-    ref = write_nifti(tmp_path / "ref.nii.gz", line_labels(REF_LINE).astype(np.uint8))
-    corrupt = tmp_path / "corrupt_seg.nii.gz"
-    corrupt.write_bytes(ref.read_bytes()[:40])
-    result = CliRunner().invoke(app, ["evaluate", str(corrupt), str(ref), "--json"])
-    assert result.exit_code == 2
-    error_lines = result.stderr.strip().splitlines()
-    assert len(error_lines) == 1
-    assert "corrupt_seg.nii.gz" in error_lines[0]
-    assert "Traceback" not in result.output
-    assert result.stdout == ""
