@@ -1,0 +1,1 @@
+"""The Flower ClientApp (wiring only): one site's train and evaluate handlers and their mods."""

@@ -1,7 +1,8 @@
-"""fedtumor core: config, model, losses, BraTS metrics, training loops, results and CLI.
+"""fedtumor: federated brain-tumour segmentation on Flower, MONAI and TorchIO.
 
-Nothing in this package imports Flower's app layer, so the ML core can be tested and
-benchmarked without a federation.
+One subpackage per concern (see docs/architecture.md): ``core`` (the ML core, no Flower),
+``run`` (the run folder), ``federation`` (the strategy framework and plugin API), ``security``,
+``baselines``, ``deployment``, ``bench``; ``cli`` composes them into the ``fedtumor`` command.
 """
 
 __version__ = "0.1.0"

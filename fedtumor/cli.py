@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from fedtumor.core.errors import ConfigError, DataError
+from fedtumor.deployment.centre_cli import centre_app
 from fedtumor.run.files import MODEL_FILES, RESUME_FILE
 
 app = typer.Typer(
@@ -143,17 +144,22 @@ def predict(
     console.print(f"wrote {path}")
 
 
-def _baseline_setup(run_config: str, sites: int | None, torch_threads: int, kind: str):
-    """(config, number of sites, run folder) for a baseline, read exactly as a federation reads them."""
+def _baseline_setup(run_config: str, app_dir: Path | None, sites: int | None, torch_threads: int, kind: str):
+    """(config, number of sites, run folder) for a baseline, read exactly as a federation reads them.
+
+    The config is ``--app-dir``'s ``[tool.flwr.app.config]``; without ``--app-dir``, the current
+    folder's when it is a Flower app (as `flwr run .` would read it), else the packaged defaults
+    (the same values fedtumor ships in its own pyproject.toml). Then the ``--run-config`` overrides.
+    """
     import datetime as dt
 
     import torch
 
-    from fedtumor.baselines.run_config import app_run_config
     from fedtumor.baselines.sites import number_of_sites
-    from fedtumor.core.config import resolve_output_dir
+    from fedtumor.core.config import find_app_dir, read_run_config, resolve_output_dir
+    from fedtumor.federation.settings import check_federation_keys
 
-    config = app_run_config(run_config)
+    config = check_federation_keys(read_run_config(run_config, app_dir or find_app_dir(Path.cwd())))
     n_sites = number_of_sites(config, sites)
     if torch_threads:
         torch.set_num_threads(torch_threads)
@@ -178,7 +184,12 @@ def _print_final(kind: str, summary: dict, run_dir: Path) -> None:
     )
 
 
-_RUN_CONFIG_HELP = "Overrides of pyproject's [tool.flwr.app.config], as for `flwr run --run-config`."
+# "\\[": a literal bracket, not rich markup
+_RUN_CONFIG_HELP = "Overrides of pyproject's \\[tool.flwr.app.config], as for `flwr run --run-config`."
+_APP_DIR_HELP = (
+    "Flower app folder whose \\[tool.flwr.app.config] is the base (default: the current folder if it is one, "
+    "else fedtumor's packaged defaults)."
+)
 _SITES_HELP = "Sites of a synthetic cohort (a simulation's num-supernodes); read from the partition CSV with data-dir."
 _THREADS_HELP = "PyTorch threads for this process (0: PyTorch's default, every core)."
 
@@ -186,6 +197,7 @@ _THREADS_HELP = "PyTorch threads for this process (0: PyTorch's default, every c
 @app.command()
 def centralized(
     run_config: str = typer.Option("", "--run-config", help=_RUN_CONFIG_HELP),
+    app_dir: Path = typer.Option(None, "--app-dir", help=_APP_DIR_HELP),
     sites: int = typer.Option(None, "--sites", min=1, help=_SITES_HELP),
     torch_threads: int = typer.Option(0, "--torch-threads", min=0, help=_THREADS_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
@@ -194,7 +206,7 @@ def centralized(
     from fedtumor.baselines.centralized import run_centralized
 
     try:
-        config, n_sites, run_dir = _baseline_setup(run_config, sites, torch_threads, "centralized")
+        config, n_sites, run_dir = _baseline_setup(run_config, app_dir, sites, torch_threads, "centralized")
         with _baseline_progress() if progress else _no_progress() as bars:
             summary = run_centralized(config, n_sites, run_dir, bars)
     except (DataError, ConfigError, FileExistsError) as exc:
@@ -205,6 +217,7 @@ def centralized(
 @app.command()
 def local(
     run_config: str = typer.Option("", "--run-config", help=_RUN_CONFIG_HELP),
+    app_dir: Path = typer.Option(None, "--app-dir", help=_APP_DIR_HELP),
     sites: int = typer.Option(None, "--sites", min=1, help=_SITES_HELP),
     only: list[str] = typer.Option(None, "--only", help="Train only this site (repeatable), e.g. --only site-3."),
     torch_threads: int = typer.Option(0, "--torch-threads", min=0, help=_THREADS_HELP),
@@ -214,7 +227,7 @@ def local(
     from fedtumor.baselines.local import run_local
 
     try:
-        config, n_sites, run_dir = _baseline_setup(run_config, sites, torch_threads, "local")
+        config, n_sites, run_dir = _baseline_setup(run_config, app_dir, sites, torch_threads, "local")
         with _baseline_progress() if progress else _no_progress() as bars:
             summary = run_local(config, n_sites, run_dir, bars, only_sites=only or None)
     except (DataError, ConfigError, FileExistsError, ValueError) as exc:
@@ -357,6 +370,9 @@ def strategies_check(name: str = typer.Argument(..., help="A strategy that `stra
         fail(str(exc))
     if not conforms:
         raise typer.Exit(EXIT_PROBLEMS)
+
+
+app.add_typer(centre_app, name="centre")  # the coordinating centre's commands, e.g. its proxy
 
 
 def main() -> None:  # pragma: no cover - console entry point

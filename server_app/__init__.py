@@ -1,0 +1,1 @@
+"""The Flower ServerApp (wiring only): config, strategy, rounds, run folder."""

@@ -1,1 +1,1 @@
-"""Aggregation strategies as plugins: the registry, the built-ins, the client-hook interface."""
+"""The built-in aggregation strategies, one per file, registered as plugins through entry points like any other."""

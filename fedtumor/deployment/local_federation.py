@@ -4,9 +4,11 @@
 
 Makes a CA, a SuperLink certificate and one key pair per site in a temporary folder,
 generates a small synthetic cohort (cached in ``$FEDTUMOR_HOME``) and gives each site its
-own data folder, starts a SuperLink and one SuperNode per site on 127.0.0.1, registers the
-sites' public keys, submits this app with ``flwr run``, judges the run by its status, prints
-where the results are, and stops every process it started, also on failure or Ctrl-C.
+own data folder, starts a SuperLink on 127.0.0.1 behind nginx (the centre's front door, which
+forwards only the Fleet API) and one SuperNode per site connecting through it, registers the
+sites' public keys, submits this app with ``flwr run`` on the SuperLink's local listener,
+judges the run by its status, prints where the results are, and stops every process it
+started, also on failure or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from pathlib import Path
 from rich.console import Console
 
 from fedtumor.core.errors import ConfigError, DataError
-from fedtumor.deployment.flwr_runs import REPO, SUCCESS_STATUS, stream_run, validate_run_config, wait_for_run
+from fedtumor.deployment.flwr_runs import SUCCESS_STATUS, stream_run, validate_run_config, wait_for_run
 from fedtumor.deployment.loopback import CONNECTION, LoopbackFederation
+from fedtumor.deployment.proxy import INSTALL_HINT, nginx_binary
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 console = Console(highlight=False, soft_wrap=True)  # paths stay whole, for people and parsers
@@ -51,7 +54,8 @@ def run_local_federation(args: argparse.Namespace) -> int:
     from fedtumor.security.node_keys import make_node_key
 
     started = time.perf_counter()
-    out_dir = args.out.expanduser().resolve()
+    app_dir = args.app_dir.expanduser().resolve()
+    out_dir = (args.out or app_dir / "outputs").expanduser().resolve()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="fedtumor-loopback-")).expanduser().resolve()
     run_name = args.run_name or f"loopback-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     # The coordinating centre's data-dir holds only the held-out test subjects.
@@ -63,25 +67,38 @@ def run_local_federation(args: argparse.Namespace) -> int:
         # It is deleted afterwards (unless --keep): never take over a folder that holds something.
         console.print(f"[bold red]error:[/] --workdir {workdir} is not empty; give a new or empty folder")
         return EXIT_BAD_INPUT
-    if problem := validate_run_config(run_config):
+    if problem := validate_run_config(run_config, app_dir):
         console.print(f"[bold red]error:[/] {problem}")
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return EXIT_BAD_INPUT
+    use_proxy = not (args.insecure or args.no_proxy)
+    if use_proxy and nginx_binary() is None:
+        console.print(f"[bold red]error:[/] nginx is not installed: {INSTALL_HINT}, or run with --no-proxy")
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
         return EXIT_BAD_INPUT
     if args.insecure:
         console.print(
-            "[bold yellow]warning:[/] --insecure: no TLS and no node authentication; model updates travel "
-            "in clear text and any process may join. Never use this outside a test machine."
+            "[bold yellow]warning:[/] --insecure: no TLS, no node authentication and no proxy; model updates "
+            "travel in clear text and any process may join. Never use this outside a test machine."
+        )
+    elif args.no_proxy:
+        console.print(
+            "[bold yellow]warning:[/] --no-proxy: SuperNodes connect to the SuperLink's own port, where the "
+            "Control API (flwr run, ls, log, supernode register) is open to anyone who reaches it."
         )
     workdir.mkdir(parents=True, exist_ok=True)
     console.print(f"working folder (certificates, keys, site folders, logs): {workdir}")
     certs = None if args.insecure else make_superlink_certificates(workdir / "certs", ["localhost"], ["127.0.0.1"])
-    federation = LoopbackFederation(workdir, certs, node_auth=not args.insecure)
+    federation = LoopbackFederation(workdir, certs, node_auth=not args.insecure, proxy=use_proxy)
     try:
         site_folders = _prepare_data(workdir, args.sites, args.subjects, args.test_subjects, args.seed)
         with console.status("starting the SuperLink"):
             address = federation.start_superlink()
         console.print(f"SuperLink on {address} ({'insecure' if args.insecure else 'TLS, node authentication on'})")
+        if use_proxy:
+            console.print(f"proxy on {federation.fleet_address}: SuperNodes connect here, only /v1/fleet/ passes")
         for site_id, folder in site_folders.items():
             key = None
             if not args.insecure:
@@ -93,7 +110,7 @@ def run_local_federation(args: argparse.Namespace) -> int:
                 federation.start_supernode(site_id, folder, key)
             console.print(f"SuperNode {site_id} joined, data-dir {folder}")
         run_started = time.perf_counter()
-        run_id = stream_run(CONNECTION, federation.env, run_config, echo=console.out)
+        run_id = stream_run(CONNECTION, federation.env, run_config, app_dir=app_dir, echo=console.out)
         if run_id is None:
             console.print("[bold red]error:[/] `flwr run` printed no run id; see the output above")
             return EXIT_FAILED
@@ -132,13 +149,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--subjects", type=int, default=12, help="subjects over all sites, 3+ a site (default 12)")
     parser.add_argument("--test-subjects", type=int, default=2, help="held-out test subjects (default 2)")
     parser.add_argument("--seed", type=int, default=0, help="synthetic cohort seed (default 0)")
-    parser.add_argument("--out", type=Path, default=REPO / "outputs", help="results folder (default outputs/)")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default outputs/ in the app folder)")
     parser.add_argument("--run-name", default="", help="name of the run folder (default loopback-<time>)")
     parser.add_argument("--run-config", default="", help='more run-config overrides, e.g. "learning-rate=0.005"')
     parser.add_argument("--workdir", type=Path, default=None, help="new folder for certificates, keys, logs")
     parser.add_argument("--keep", action="store_true", help="keep the working folder (logs) afterwards")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the run (default 3600)")
-    parser.add_argument("--insecure", action="store_true", help="no TLS, no node authentication (prints a warning)")
+    parser.add_argument(
+        "--insecure", action="store_true", help="no TLS, no node authentication, no proxy (prints a warning)"
+    )
+    parser.add_argument(
+        "--no-proxy", action="store_true", help="SuperNodes connect to the SuperLink directly (prints a warning)"
+    )
+    parser.add_argument(
+        "--app-dir", type=Path, default=Path("."), help="the Flower app to submit (default: the current folder)"
+    )
     args = parser.parse_args(argv)
     if args.sites < 1 or args.rounds < 1 or args.subjects < 3 * args.sites or args.test_subjects < 1:
         # Three subjects per site: at least two to train on and one to validate with.

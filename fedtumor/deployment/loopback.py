@@ -1,9 +1,12 @@
 """A real deployment on one machine: a SuperLink and SuperNodes as separate processes on 127.0.0.1.
 
 The same processes a coordinating centre and its hospitals run (``flower-superlink``,
-``flower-supernode``), with TLS and SuperNode authentication unless asked otherwise. Used by
-``scripts/local_federation.sh`` and the deployment tests. Every process started here is
-stopped by :meth:`LoopbackFederation.close` (also on errors, through ``with``).
+``flower-supernode``, and nginx as the centre's front door), with TLS, SuperNode
+authentication and the proxy unless asked otherwise: SuperNodes connect to the proxy's port,
+which forwards only the Fleet API, and the ``flwr`` CLI uses the SuperLink's own 127.0.0.1
+listener, as a researcher on the centre's machine would. Used by ``scripts/local_federation.sh``
+and the deployment tests. Every process started here is stopped by
+:meth:`LoopbackFederation.close` (also on errors, through ``with``).
 """
 
 from __future__ import annotations
@@ -16,9 +19,12 @@ from pathlib import Path
 
 from fedtumor.core.errors import ConfigError
 from fedtumor.deployment.processes import ManagedProcess, free_port
+from fedtumor.deployment.proxy import start_proxy
+from fedtumor.deployment.proxy_config import ProxySettings, proxy_settings
 from fedtumor.security.certs import CertificateFiles
 
-CONNECTION = "fedtumor"  # the SuperLink connection name in this federation's FLWR_HOME
+CONNECTION = "fedtumor"  # the SuperLink's local listener, in this federation's FLWR_HOME
+PUBLIC_CONNECTION = "fedtumor-public"  # the proxy's public address, as an outsider would use it
 SUPERLINK_READY = "Uvicorn running on"
 SUPERNODE_READY = "SuperNode ID:"
 START_TIMEOUT_S = 60.0
@@ -37,35 +43,50 @@ def _toml_string(value: str, what: str) -> str:
     return f"'{value}'"
 
 
-def write_connection(flwr_home: Path, address: str, root_certificates: Path | None) -> Path:
-    """Flower's ``config.toml`` with one SuperLink connection; no root certificate means insecure."""
+def write_connection(
+    flwr_home: Path, address: str, root_certificates: Path | None, more: dict[str, str] | None = None
+) -> Path:
+    """Flower's ``config.toml``: connection ``fedtumor`` (the default) to ``address``, plus ``more``
+    (name -> address); no root certificate means insecure."""
     flwr_home.mkdir(parents=True, exist_ok=True)
     security = (
         f"root-certificates = {_toml_string(str(root_certificates), 'root certificate path')}\n"
         if root_certificates
         else "insecure = true\n"
     )
-    path = flwr_home / "config.toml"
-    path.write_text(
-        f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\naddress = "{address}"\n{security}'
+    tables = "".join(
+        f'\n[superlink.{name}]\naddress = "{target}"\n{security}'
+        for name, target in {CONNECTION: address, **(more or {})}.items()
     )
+    path = flwr_home / "config.toml"
+    path.write_text(f'[superlink]\ndefault = "{CONNECTION}"\n{tables}')
     return path
 
 
 class LoopbackFederation:
-    """Start a SuperLink and SuperNodes under ``workdir``; ``certs=None`` runs without TLS."""
+    """Start a SuperLink, its proxy and SuperNodes under ``workdir``; ``certs=None`` runs without TLS.
 
-    def __init__(self, workdir: Path, certs: CertificateFiles | None, node_auth: bool = True):
+    With ``proxy`` (the default) SuperNodes reach the SuperLink only through nginx, which
+    needs the certificates; without it they connect to the SuperLink's port directly.
+    """
+
+    def __init__(self, workdir: Path, certs: CertificateFiles | None, node_auth: bool = True, proxy: bool = True):
         if node_auth and certs is None:
             raise ConfigError("node authentication needs TLS: give certificates or turn node_auth off")
+        if proxy and certs is None:
+            raise ConfigError("the proxy terminates TLS: give certificates or turn the proxy off")
         self.workdir = Path(workdir)
         self.certs = certs
         self.node_auth = node_auth
+        self.use_proxy = proxy
         self.flwr_home = self.workdir / "flwr-home"
         self.logs = self.workdir / "logs"
         self.env = flower_env(self.flwr_home)
-        self.address: str | None = None
+        self.address: str | None = None  # the SuperLink's own listener: Control API, `flwr`
+        self.fleet_address: str | None = None  # where SuperNodes connect: the proxy, or the SuperLink
         self.superlink: ManagedProcess | None = None
+        self.proxy: ManagedProcess | None = None
+        self.proxy_settings: ProxySettings | None = None
         self.supernodes: dict[str, ManagedProcess] = {}
 
     def __enter__(self) -> LoopbackFederation:
@@ -76,7 +97,7 @@ class LoopbackFederation:
 
     # -- the coordinating centre ------------------------------------------------------
     def start_superlink(self) -> str:
-        """Start the SuperLink (Fleet, Control and Runtime APIs share one port in Flower 1.41)."""
+        """Start the SuperLink (Fleet, Control and Runtime APIs share one port in Flower 1.41), then its proxy."""
         port = free_port()
         command = [
             "flower-superlink",
@@ -102,9 +123,27 @@ class LoopbackFederation:
         self.superlink = ManagedProcess("superlink", command, self.logs / "superlink.log", self.env, cwd=self.workdir)
         if not self.superlink.wait_for_log(SUPERLINK_READY, START_TIMEOUT_S):
             raise RuntimeError(f"the SuperLink did not start; see {self.superlink.log_path}")
-        self.address = f"127.0.0.1:{port}"
-        write_connection(self.flwr_home, self.address, self.certs.ca_cert if self.certs else None)
+        self.address = self.fleet_address = f"127.0.0.1:{port}"
+        if self.use_proxy:
+            self.fleet_address = self._start_proxy()
+        public = {PUBLIC_CONNECTION: self.fleet_address} if self.use_proxy else {}
+        write_connection(self.flwr_home, self.address, self.certs.ca_cert if self.certs else None, public)
         return self.address
+
+    def _start_proxy(self) -> str:
+        """nginx on its own port, forwarding only the Fleet API to the SuperLink; its address."""
+        port = free_port()
+        self.proxy_settings = proxy_settings(
+            public_host="127.0.0.1",
+            public_port=port,
+            superlink=self.address,
+            certs_dir=self.certs.server_cert.parent,
+            state_dir=self.workdir / "proxy",
+            listen_host="127.0.0.1",
+            log_dir=self.logs / "proxy",
+        )
+        self.proxy = start_proxy(self.proxy_settings, self.env)
+        return f"127.0.0.1:{port}"
 
     def flwr(self, *args: str, timeout_s: float = 120.0) -> subprocess.CompletedProcess:
         """Run a ``flwr`` CLI command against this SuperLink."""
@@ -138,13 +177,13 @@ class LoopbackFederation:
         self, name: str, data_dir: Path, private_key: Path | None = None, wait: bool = True
     ) -> ManagedProcess:
         """Start a SuperNode for one site; with ``wait``, return once the SuperLink accepted it."""
-        if self.address is None:
+        if self.fleet_address is None:
             raise RuntimeError("start the SuperLink first")
         node_config = f"data-dir={_toml_string(str(data_dir), 'data folder')} site-id={_toml_string(name, 'site id')}"
         command = [
             "flower-supernode",
             "--superlink",
-            self.address,
+            self.fleet_address,
             "--node-config",
             node_config,
             "--port",
@@ -163,8 +202,10 @@ class LoopbackFederation:
 
     # -- cleanup ------------------------------------------------------------------------
     def close(self) -> None:
-        """Stop every SuperNode, then the SuperLink, each with all the processes it started."""
+        """Stop every SuperNode, the proxy, then the SuperLink, each with all the processes it started."""
         for process in self.supernodes.values():
             process.stop()
+        if self.proxy is not None:
+            self.proxy.stop()
         if self.superlink is not None:
             self.superlink.stop()

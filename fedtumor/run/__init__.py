@@ -1,1 +1,1 @@
-"""fedtumor/run"""
+"""The run folder: every file named once, the writer, audit log, resume state, checkpoints, plots, report."""

@@ -1,9 +1,11 @@
-"""A live federation on 127.0.0.1: real SuperLink and SuperNode processes, TLS, node authentication.
+"""A live federation on 127.0.0.1: real SuperLink, nginx proxy and SuperNode processes, TLS, node authentication.
 
-One SuperLink with TLS and SuperNode authentication; site-1 and site-2 are registered,
-a third node with an unregistered key is refused. Site-2's data folder holds a truncated
-file: its ClientApp names it in an error reply while site-1's update is still aggregated.
-Every process is stopped at the end, and none may be left.
+One SuperLink with TLS and SuperNode authentication behind nginx, which forwards only the
+Fleet API; the SuperNodes connect through it. Site-1 and site-2 are registered, a third node
+with an unregistered key is refused. Site-2's data folder holds a truncated file: its ClientApp
+names it in an error reply while site-1's update is still aggregated. From the proxy's public
+address `flwr ls`, `log`, `run` and `supernode register` are refused (403, logged); from the
+SuperLink's own listener they work. Every process is stopped at the end, and none may be left.
 """
 
 import json
@@ -18,18 +20,37 @@ import pytest
 
 from data_loaders.site_folders import export_heldout_folder, export_site_folders
 from fedtumor.deployment.flwr_runs import SUCCESS_STATUS, stream_run, wait_for_run
-from fedtumor.deployment.loopback import CONNECTION, LoopbackFederation
+from fedtumor.deployment.loopback import CONNECTION, PUBLIC_CONNECTION, LoopbackFederation
 from fedtumor.deployment.processes import command_lines, descendants
+from fedtumor.deployment.proxy import NGINX_ENV, nginx_binary, refused_requests
 from fedtumor.security.certs import make_superlink_certificates
 from fedtumor.security.node_keys import make_node_key
 from tests import REPO
 
 TINY = "patch-size=32 samples-per-volume=1 batch-size=1 base-filters=4"
 pytestmark = pytest.mark.e2e
+NO_NGINX = "nginx is not installed (apt-get install -y nginx-light; .ci/run installs it)"
+needs_nginx = pytest.mark.skipif(nginx_binary() is None, reason=NO_NGINX)
+
+
+def _one_line(completed: subprocess.CompletedProcess) -> str:
+    return " ".join((completed.stdout + completed.stderr).split())
+
+
+def _control_calls(federation: LoopbackFederation, connection: str, run_id: str, key, run_config: str) -> dict:
+    """The Control API commands a researcher (or an intruder) would run, against one connection."""
+    return {
+        "ls": federation.flwr("ls", connection, "--run-id", run_id),
+        "log": federation.flwr("log", run_id, connection, "--show"),
+        "run": federation.flwr("run", str(REPO), connection, "--run-config", run_config),
+        "supernode register": federation.flwr("supernode", "register", str(key), connection),
+    }
 
 
 @pytest.fixture(scope="module")
 def live_federation(tmp_path_factory, two_site_cohort):
+    if nginx_binary() is None:
+        pytest.skip(NO_NGINX)
     root = tmp_path_factory.mktemp("live")
     cohort = two_site_cohort  # site folders link to it; the broken file is a private copy
     sites = export_site_folders(cohort, root / "sites")
@@ -45,7 +66,7 @@ def live_federation(tmp_path_factory, two_site_cohort):
     broken_file = link / f"{broken_subject}_flair.nii.gz"
 
     certs = make_superlink_certificates(root / "certs", ["localhost"], ["127.0.0.1"])
-    keys = {name: make_node_key(root / "keys", name) for name in ("site-1", "site-2", "rogue")}
+    keys = {name: make_node_key(root / "keys", name) for name in ("site-1", "site-2", "rogue", "late")}
     federation = LoopbackFederation(root / "work", certs, node_auth=True)
     federation.env["FEDTUMOR_HOME"] = str(root / "home")  # the ServerApp and ClientApps inherit it
     results = {"root": root, "broken_file": broken_file, "federation": federation}
@@ -64,9 +85,23 @@ def live_federation(tmp_path_factory, two_site_cohort):
             f"output-dir='{root / 'runs'}' run-name='live' {TINY}"
         )
         lines: list[str] = []
-        run_id = stream_run(CONNECTION, federation.env, run_config, echo=lines.append)
+        run_id = stream_run(CONNECTION, federation.env, run_config, app_dir=REPO, echo=lines.append)
         results["stream"] = "\n".join(lines)
         results["status"] = wait_for_run(run_id, CONNECTION, federation.env, timeout_s=600) if run_id else "no run id"
+        # The Control API from outside (the proxy), then from the centre's machine (the SuperLink's listener).
+        # The refused `run` submits a one-round tiny run; `ls` and `log` ask about the finished one.
+        run_id = run_id or "0"
+        results["public"] = _control_calls(federation, PUBLIC_CONNECTION, run_id, keys["late"].public_key, run_config)
+        results["local"] = {
+            "ls": federation.flwr("ls", CONNECTION, "--run-id", run_id),
+            "log": federation.flwr("log", run_id, CONNECTION, "--show"),
+            "supernode register": federation.flwr("supernode", "register", str(keys["late"].public_key), CONNECTION),
+        }
+        results["addresses"] = {"superlink": federation.address, "proxy": federation.fleet_address}
+        results["supernode_commands"] = {name: process.command for name, process in federation.supernodes.items()}
+        results["refused_log"] = refused_requests(federation.proxy_settings)
+        results["access_log"] = federation.proxy_settings.access_log.read_text()
+        results["proxy_pids"] = [federation.proxy.pid, *descendants(federation.proxy.pid)]
         results["superlink_command"] = federation.superlink.command
         results["superlink_log"] = federation.superlink.log_text()
         results["superlink_pid"] = federation.superlink.pid
@@ -74,12 +109,14 @@ def live_federation(tmp_path_factory, two_site_cohort):
     finally:
         federation.close()
     results["left_over"] = list(command_lines(str(root)).values())
+    results["proxy_left"] = sorted(set(results.get("proxy_pids", [])) & set(command_lines("nginx")))
     return results
 
 
 def test_unregistered_node_is_refused(live_federation):
-    assert live_federation["rogue_returncode"] != 0
-    assert "Failed to activate SuperNode" in live_federation["rogue_log"]
+    # Flower logs "Exit Code: 305" but the process exits with status 1 (docs/deployment.md says so).
+    assert live_federation["rogue_returncode"] == 1
+    assert "Failed to activate SuperNode" in live_federation["rogue_log"] and "305" in live_federation["rogue_log"]
     registered = set(live_federation["registered"].values())
     assert set(live_federation["statuses"]) == registered  # the rogue node never became a node
     assert all(status == "online" for status in live_federation["statuses"].values())
@@ -98,7 +135,8 @@ def test_round_completes_without_the_broken_site(live_federation):
     assert summary["rounds"] == 1 and summary["num_nodes"] == 2
     # Site 2 named its broken file; site 1's update was aggregated and scored.
     failures = json.dumps(summary["failed_replies"])
-    assert str(live_federation["broken_file"]) in failures
+    broken = live_federation["broken_file"]
+    assert f"{broken.parent.name}/{broken.name}" in failures  # relative to the site's folder, or absolute
     assert set(summary["sites"]) == {"site-1"}
     metrics = pd.read_csv(run_dir / "metrics.csv")
     assert not metrics.query("scope == 'site-1' and split == 'train'").empty
@@ -115,9 +153,48 @@ def test_round_completes_without_the_broken_site(live_federation):
     assert (run_dir / "final_model.pt").exists()
 
 
+def test_supernodes_reach_the_superlink_only_through_the_proxy(live_federation):
+    proxy, superlink = live_federation["addresses"]["proxy"], live_federation["addresses"]["superlink"]
+    assert proxy != superlink
+    for command in live_federation["supernode_commands"].values():
+        assert command[command.index("--superlink") + 1] == proxy
+    # Node authentication passed through nginx: activation, messages in both directions, all answered 200.
+    access = live_federation["access_log"]
+    for call in ("activate-node", "pull-messages", "push-messages", "push-object", "pull-object"):
+        assert f'"POST /v1/fleet/{call} HTTP/1.1" 200' in access, call
+    forwarded = [line for line in access.splitlines() if "upstream=127.0.0.1:" in line]
+    assert forwarded and all("/v1/fleet/" in line for line in forwarded)  # nothing else ever reached the SuperLink
+
+
+def test_control_api_is_refused_from_the_public_address(live_federation):
+    refused = live_federation["refused_log"]
+    for command, path in (
+        ("ls", "list-runs"),
+        ("log", "stream-logs"),
+        ("run", "start-run"),
+        ("supernode register", "register-node"),
+    ):
+        completed = live_federation["public"][command]
+        assert completed.returncode != 0, f"flwr {command}: {_one_line(completed)}"
+        assert "403 Forbidden" in _one_line(completed), f"flwr {command}: {_one_line(completed)}"
+        assert any(f'"POST /v1/control/{path} HTTP/1.1" 403' in line for line in refused), (path, refused)
+    assert all("upstream=-" in line for line in refused)  # refused by nginx, never forwarded
+
+
+def test_control_api_works_from_the_centres_own_machine(live_federation):
+    # `flwr run` from here is how the round itself was submitted (test_round_completes_without_the_broken_site).
+    local = live_federation["local"]
+    assert local["ls"].returncode == 0 and SUCCESS_STATUS in _one_line(local["ls"]), _one_line(local["ls"])
+    assert local["log"].returncode == 0 and "dice_wt" in local["log"].stdout, _one_line(local["log"])[-2000:]
+    assert local["supernode register"].returncode == 0, _one_line(local["supernode register"])
+    assert "403" not in _one_line(local["supernode register"])
+
+
 def test_every_process_is_stopped(live_federation):
     assert live_federation["tree_before_close"], "the SuperLink should have started helper processes"
+    assert len(live_federation["proxy_pids"]) >= 2, "nginx should have run a master and a worker"
     assert live_federation["left_over"] == []
+    assert live_federation["proxy_left"] == []
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +214,7 @@ def script_command(tmp_path, *extra):
     ]
 
 
+@needs_nginx
 def test_local_federation_script_end_to_end(tmp_path, script_env):
     """The one-command loopback federation, as a user runs it, on a tiny model."""
     completed = subprocess.run(
@@ -153,6 +231,10 @@ def test_local_federation_script_end_to_end(tmp_path, script_env):
     assert summary["num_nodes"] == 2 and set(summary["sites"]) == {"site-1", "site-2"}
     assert (tmp_path / "work" / "keys" / "site-1.key").exists()  # node auth was on
     assert "https://" in (tmp_path / "work" / "logs" / "superlink.log").read_text()
+    assert (
+        '"POST /v1/fleet/push-messages HTTP/1.1" 200'
+        in (tmp_path / "work" / "logs" / "proxy" / "access.log").read_text()
+    )
     assert list(command_lines(str(tmp_path)).values()) == []
 
 
@@ -170,6 +252,22 @@ def test_local_federation_script_rejects_a_bad_key_before_starting_anything(tmp_
     assert not (tmp_path / "work" / "logs").exists()
 
 
+@needs_nginx
+def test_local_federation_script_without_nginx_says_so_and_starts_nothing(tmp_path):
+    completed = subprocess.run(
+        ["bash", str(REPO / "scripts" / "local_federation.sh"), "--workdir", str(tmp_path / "work")],
+        env={**os.environ, "FEDTUMOR_PYTHON": sys.executable, NGINX_ENV: str(tmp_path / "no-nginx-here")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 2
+    lines = completed.stdout.strip().splitlines()
+    assert len(lines) == 1 and "nginx is not installed" in lines[0] and "--no-proxy" in lines[0], completed.stdout
+    assert not (tmp_path / "work").exists()
+
+
+@needs_nginx
 def test_ctrl_c_stops_every_process(tmp_path, script_env):
     log = tmp_path / "script.log"  # a file, not a pipe: no child can hold the test's pipe open
     with open(log, "w") as handle:
