@@ -2,12 +2,14 @@
 
 Simulated sites find their data through ``partition-id`` (a partition of the cohort);
 deployed SuperNodes through ``data-dir`` in their node config. A site whose data is
-unusable replies with an error naming the subject and file, so the round goes on without it.
+unusable replies with an error naming its site id, the subject and the file (relative to
+``data-dir`` on a deployed node), so the round goes on without it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
@@ -18,7 +20,8 @@ from flwr.common.logger import FLOWER_LOGGER as log
 from client_app.privacy import clip_update_when_asked
 from data_loaders.pipelines import model_input, regions_array, subject_spacing
 from data_loaders.round_patches import round_patch_batches
-from data_loaders.site import SiteData, load_site
+from data_loaders.site import SiteData, load_site, node_site_id
+from data_loaders.validation import relative_to_folder
 from fedtumor.core.config import RunConfig, load_run_config
 from fedtumor.core.errors import ConfigError, DataError
 from fedtumor.core.losses import build_loss
@@ -27,6 +30,7 @@ from fedtumor.core.training import SiteRound, VolumeCase, evaluate_cases, resolv
 from fedtumor.federation.client_hooks import ClientHooks
 from fedtumor.federation.faults import FAULT_INJECTION_KEY
 from fedtumor.federation.registry import client_hooks_for
+from fedtumor.federation.replies import SITE_ERROR_CODE, site_error_reason
 from fedtumor.federation.wire import (
     ARRAYS_KEY,
     CONFIG_KEY,
@@ -46,7 +50,7 @@ from fedtumor.federation.wire import (
     TRAIN_SECONDS_KEY,
 )
 
-DATA_ERROR_CODE = 100  # an application error code, outside Flower's own range
+DATA_ERROR_CODE = SITE_ERROR_CODE  # an application error code, outside Flower's own range
 
 app = ClientApp()
 
@@ -88,19 +92,34 @@ def _reply(message: Message, site: SiteData, arrays: ArrayRecord | None, metrics
 
 
 def _reply_on_bad_input(handler: Callable[[Message, Context], Message]) -> Callable[[Message, Context], Message]:
-    """Bad data or config becomes an error reply naming the file or key, not a crash."""
+    """Bad data or config becomes an error reply naming the site id and the file or key, not a crash.
+
+    The reason is ``site <site-id>: ...`` (the server reads the id from it); a deployed node's own
+    folder is left out of it, so its files are named relative to ``data-dir``.
+    """
 
     def wrapped(message: Message, context: Context) -> Message:
         try:
             return handler(message, context)
         except (DataError, ConfigError) as exc:
-            where = context.node_config.get("partition-id", context.node_config.get("data-dir", "?"))
-            reason = f"site {where}: {exc}"
+            text = " ".join(str(exc).split())
+            if "data-dir" in context.node_config:
+                text = relative_to_folder(text, Path(str(context.node_config["data-dir"])).expanduser())
+            reason = site_error_reason(_site_id_for_errors(context), text)
             log.error(reason)
             return Message(Error(code=DATA_ERROR_CODE, reason=reason), reply_to=message)
 
     wrapped.__name__ = handler.__name__
     return wrapped
+
+
+def _site_id_for_errors(context: Context) -> str | None:
+    """The site id this node trains as, told without its data; None when the config cannot tell."""
+    try:
+        config = load_run_config(context.run_config)
+    except ConfigError:
+        config = None  # a deployed node's site id needs no run config
+    return node_site_id(config, context.node_config)
 
 
 def inject_faults_when_set(message: Message, context: Context, call_next: ClientAppCallable) -> Message:

@@ -3,6 +3,9 @@
 A simulated site is one partition of a cohort (its ``partition-id`` from Flower's node
 config picks a ``Partition_ID`` of the partition CSV); a deployed site is a folder given as
 ``data-dir`` in the SuperNode's node config. Both end as a :class:`SiteData`.
+
+What a deployed site's checks report names files relative to its ``data-dir``
+(``S1/S1_flair.nii.gz``), never by the hospital's own paths: it reaches the server's logs.
 """
 
 from __future__ import annotations
@@ -20,9 +23,9 @@ from data_loaders.layouts import SubjectFiles, discover_subjects
 from data_loaders.manifest import site_manifest
 from data_loaders.partitions import partition_for_index, read_partitions, read_subject_list, subjects_of_partition
 from data_loaders.pipelines import PreprocessingSettings, preprocess_subject
-from data_loaders.validation import check_data_dir
+from data_loaders.validation import check_data_dir, relative_to_folder
 from fedtumor.core.config import RunConfig, fedtumor_home
-from fedtumor.core.errors import DataError
+from fedtumor.core.errors import ConfigError, DataError
 
 PARTITIONS_FILE = "partitioning.csv"
 HELDOUT_FILE = "heldout.csv"
@@ -108,12 +111,49 @@ def split_train_val(
 
 
 def check_site_folder(root: Path) -> None:
-    """Run every `fedtumor check-data` check on a deployed site's folder before it trains."""
-    report = check_data_dir(root)  # raises DataError itself for a missing or empty folder
+    """Run every `fedtumor check-data` check on a deployed site's folder before it trains.
+
+    The DataError names the first problem's file relative to ``root`` (the node's ``data-dir``).
+    """
+    root = Path(root)
+    try:
+        report = check_data_dir(root)  # raises DataError itself for a missing or empty folder
+    except DataError as exc:
+        raise DataError(relative_to_folder(str(exc), root)) from None
     if report.problems:
         count = len(report.problems)
-        more = f" (1 of {count} problems; run `fedtumor check-data {root}`)" if count > 1 else ""
-        raise DataError(f"{report.problems[0]}{more}")
+        more = f" (1 of {count} problems; run `fedtumor check-data <data-dir>` for all)" if count > 1 else ""
+        raise DataError(f"{report.problems[0].relative_to(root)}{more}")
+
+
+def deployed_site_id(node_config: Mapping[str, Any]) -> str:
+    """A deployed node's site id: ``site-id`` from its node config, else the name of its ``data-dir``."""
+    return str(node_config.get("site-id") or Path(str(node_config["data-dir"])).expanduser().name)
+
+
+def node_site_id(config: RunConfig | None, node_config: Mapping[str, Any]) -> str | None:
+    """The site id a node trains as, told without reading its data; None when its config cannot tell.
+
+    For the error reply of a site whose data failed: the same id a sound reply would carry.
+    """
+    if "data-dir" in node_config:
+        return deployed_site_id(node_config)
+    if config is None or "partition-id" not in node_config:
+        return None
+    try:
+        num_partitions = int(node_config["num-partitions"])
+        table = read_partitions(_partitions_csv(config, num_partitions))
+        return f"site-{partition_for_index(table, int(node_config['partition-id']), num_partitions)}"
+    except (DataError, ConfigError, KeyError, ValueError, TypeError):
+        return None
+
+
+def _partitions_csv(config: RunConfig, num_partitions: int) -> Path:
+    return (
+        Path(config.partitions).expanduser()
+        if config.partitions
+        else cohort_root(config, num_partitions) / PARTITIONS_FILE
+    )
 
 
 def resolve_site(
@@ -123,7 +163,7 @@ def resolve_site(
     if "data-dir" in node_config:
         root = Path(str(node_config["data-dir"])).expanduser()
         check_site_folder(root)
-        site_id = str(node_config.get("site-id") or root.name)
+        site_id = deployed_site_id(node_config)
         files_by_id = _files_by_id(root)
         train_ids, val_ids = split_train_val(list(files_by_id), config.val_fraction, config.seed, site_id)
         return site_id, [files_by_id[s] for s in train_ids], [files_by_id[s] for s in val_ids]
@@ -131,7 +171,7 @@ def resolve_site(
         raise DataError("node config has neither 'data-dir' (deployment) nor 'partition-id' (simulation)")
     num_partitions = int(node_config["num-partitions"])
     root = cohort_root(config, num_partitions)
-    csv_path = Path(config.partitions).expanduser() if config.partitions else root / PARTITIONS_FILE
+    csv_path = _partitions_csv(config, num_partitions)
     table = read_partitions(csv_path)
     partition = partition_for_index(table, int(node_config["partition-id"]), num_partitions)
     site_id = f"site-{partition}"

@@ -9,11 +9,16 @@ For every partition that has at least one subject on disk, its other subjects mu
 too (a problem each). Partitions with no subject here, and subjects here that the CSV does not
 list (held-out test cases, say), are notes, not problems: a site folder holds only its own
 partition of a federation-wide CSV.
+
+``fedtumor check-data`` (run by the hospital itself) names files by their full path; what a
+deployed site sends to the server names them relative to its ``data-dir``
+(:meth:`Problem.relative_to`, :func:`relative_to_folder`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import nibabel as nib
@@ -44,6 +49,32 @@ class Problem:
         # Same shape as DataError's message, so a log reads the same whichever one printed it.
         # Collapsing whitespace keeps it one line even when an exception's text had newlines.
         return " ".join(str(DataError(self.message, subject=self.subject, path=self.file)).split())
+
+    def relative_to(self, root: Path) -> Problem:
+        """The same problem with its file, and any path in its message, named relative to ``root``."""
+        file = self.file
+        if file is not None:
+            file = file.relative_to(root) if file.is_relative_to(root) else Path(file.name)
+        return replace(self, file=file, message=relative_to_folder(self.message, root))
+
+
+def relative_to_folder(text: str, root: Path) -> str:
+    """``text`` with the folder ``root`` left out of every path in it: ``<root>/S1/x.nii.gz`` -> ``S1/x.nii.gz``.
+
+    ``root`` itself becomes ``data-dir``. The absolute path and the one with links resolved are
+    both left out (a library may report either).
+    """
+    root = Path(root)
+    forms = {str(root.absolute())}
+    try:
+        forms.add(str(root.resolve()))
+    except (OSError, RuntimeError):  # a symlink loop: the absolute form is still left out
+        pass
+    for form in sorted(forms - {root.anchor}, key=len, reverse=True):
+        whole = r"(?<![\w.~/-])" + re.escape(form)  # a whole path: not "/x/data/site", nor "/data/site2" below
+        text = re.sub(whole + r"/(?=[^/\s])", "", text)
+        text = re.sub(whole + r"(?![\w.~-])/?", "data-dir", text)
+    return text
 
 
 @dataclass

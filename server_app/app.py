@@ -26,7 +26,7 @@ from fedtumor.federation.summary import run_summary
 from fedtumor.federation.wire import LEARNING_RATE_KEY, LOCAL_EPOCHS_KEY
 from fedtumor.run.audit import SUMMARY_HEAD_KEY, AuditLog
 from fedtumor.run.checkpoint import save_checkpoint
-from fedtumor.run.files import CONFIG_FILE, FINAL_MODEL_FILE
+from fedtumor.run.files import CONFIG_FILE, FINAL_MODEL_FILE, SUMMARY_FILE
 from fedtumor.run.folder import run_dir_for
 from fedtumor.run.plots import draw_run_plots
 from fedtumor.run.resume import ResumeState, check_resume, restore_rng_state
@@ -121,20 +121,24 @@ def main(grid: Grid, context: Context) -> None:
             evaluate_fn=close,
         )
     except Exception as exc:
-        # The log says why the run stopped (e.g. too few sites replied); its last round is resumable.
+        # The log and a failed summary say why the run stopped (e.g. too few sites replied); its last round is
+        # resumable. Re-raised so the run's status is "failed".
         close.write_unfinished_round()
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())
-        audit.append("run-failed", last_completed_round=close.last_round, reason=reason)
-        log.error("fedtumor: run stopped after round %s: %s", close.last_round, reason)
+        last_round = close.last_round if close.last_round is not None else (offset or None)
+        head = audit.append("run-failed", last_completed_round=last_round, reason=reason)
+        log.error("fedtumor: run stopped after round %s: %s", last_round, reason)
+        try:
+            failure = {"error": reason, "last_completed_round": last_round}
+            writer.write_summary(_summary(ledger, config, n_nodes, started, strategy_parameters, offset, head, failure))
+        except Exception as write_error:  # noqa: BLE001 - the run's own error is the one to raise
+            log.error("fedtumor: could not write the failed run's summary: %s", write_error)
         raise
 
     final_state = {key: torch.from_numpy(value) for key, value in close.last_arrays.items()}
     save_checkpoint(writer.model_path(FINAL_MODEL_FILE), final_state, config, close.last_round)
     head = audit.append("run-end", final_round=close.last_round, model_sha256=close.last_model_sha256)
-    wall_time_s = time.perf_counter() - started
-    summary = run_summary(ledger, config, n_nodes, wall_time_s=wall_time_s, strategy_parameters=strategy_parameters)
-    summary["resumed_from_round"] = offset or None
-    summary[SUMMARY_HEAD_KEY] = head
+    summary = _summary(ledger, config, n_nodes, started, strategy_parameters, offset, head)
     writer.write_summary(summary)
     draw_run_plots(writer.run_dir)
     log.info(
@@ -143,6 +147,17 @@ def main(grid: Grid, context: Context) -> None:
         summary.get("final"),
         writer.run_dir,
     )
+
+
+def _summary(ledger, config, n_nodes, started, strategy_parameters, offset, head, failure=None) -> dict:
+    """summary.json: the run's, or with ``failure`` (error, last completed round) that of a run that stopped."""
+    wall_time_s = time.perf_counter() - started
+    summary = run_summary(
+        ledger, config, n_nodes, wall_time_s=wall_time_s, strategy_parameters=strategy_parameters, **(failure or {})
+    )
+    summary["resumed_from_round"] = offset or None
+    summary[SUMMARY_HEAD_KEY] = head
+    return summary
 
 
 def _check_same_federation(run_dir: Path, n_nodes: int) -> None:
@@ -161,6 +176,8 @@ def _resume(resumed: ResumeState, config, writer: RunWriter, evaluator) -> Array
     The ledger and the strategy got their state when they were built.
     """
     writer.drop_rounds_after(resumed.round)  # rows of the unfinished round are written again
+    # The summary of the run that stopped (e.g. failed) no longer describes the folder; this run writes its own.
+    (writer.run_dir / SUMMARY_FILE).unlink(missing_ok=True)
     if evaluator is not None and resumed.recorder.get("best_mean_dice") is not None:
         evaluator.best_mean_dice = float(resumed.recorder["best_mean_dice"])
     restore_rng_state(resumed.rng)

@@ -108,8 +108,8 @@ def prepare_study(plan: StudyPlan, out: Path, app_dir: Path) -> Study:
 
 
 def reusable(run_dir: Path) -> bool:
-    """A finished run (its summary present) is reused; a half-written one is removed and redone."""
-    if (run_dir / SUMMARY_FILE).is_file():
+    """A completed run is reused; a half-written or failed one is removed and redone."""
+    if (run_dir / SUMMARY_FILE).is_file() and (read_summary(run_dir) or {}).get("status") != "failed":
         return True
     if run_dir.exists():
         shutil.rmtree(run_dir)  # only this study's own run folder, left by an interrupted run

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,27 +19,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedtumor.bench.probe import command_line, pids_whose_command_contains, process_tree
+from fedtumor.deployment.processes import free_ports
 
 RAY = str(Path(sys.executable).with_name("ray"))
 OBJECT_STORE_BYTES = 1_000_000_000
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+NODE_PORT_FLAGS = (
+    "--node-manager-port",
+    "--object-manager-port",
+    "--dashboard-agent-listen-port",
+    "--dashboard-agent-grpc-port",
+    "--metrics-export-port",
+    "--runtime-env-agent-port",
+)
 
 
-def _node_ports() -> list[str]:
-    # Explicit free ports: Ray's defaults (10001, 52365, ...) may be taken by another Ray on the machine.
-    return [
-        f"--node-manager-port={free_port()}",
-        f"--object-manager-port={free_port()}",
-        f"--dashboard-agent-listen-port={free_port()}",
-        f"--dashboard-agent-grpc-port={free_port()}",
-        f"--metrics-export-port={free_port()}",
-        f"--runtime-env-agent-port={free_port()}",
-    ]
+def _node_ports(ports: list[int]) -> list[str]:
+    # Explicit, distinct free ports: Ray's defaults (10001, 52365, ...) may be taken by another Ray on the machine.
+    return [f"{flag}={port}" for flag, port in zip(NODE_PORT_FLAGS, ports, strict=True)]
 
 
 @dataclass
@@ -54,15 +51,29 @@ class LoopbackRayCluster:
     address: str = ""
 
     def start(self) -> LoopbackRayCluster:
-        port = free_port()
+        # Every port of every node at once, so no two components are handed the same one.
+        port, client_port, *node_ports = free_ports(2 + len(NODE_PORT_FLAGS) * self.nodes)
+        per_node = [node_ports[i : i + len(NODE_PORT_FLAGS)] for i in range(0, len(node_ports), len(NODE_PORT_FLAGS))]
         self.address = f"127.0.0.1:{port}"
         common = [f"--num-cpus={self.cpus_per_node}", f"--num-gpus={self.gpus_per_node:g}", "--disable-usage-stats"]
         common.append(f"--object-store-memory={OBJECT_STORE_BYTES}")  # a shared machine: not 30% of RAM
         head = [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", f"--temp-dir={self.temp_dir}"]
-        head += ["--include-dashboard=false", f"--ray-client-server-port={free_port()}", *_node_ports(), *common]
+        head += [
+            "--include-dashboard=false",
+            f"--ray-client-server-port={client_port}",
+            *_node_ports(per_node[0]),
+            *common,
+        ]
         self._run(head)
-        for _ in range(self.nodes - 1):
-            worker = [RAY, "start", f"--address={self.address}", "--node-ip-address=127.0.0.1", *_node_ports(), *common]
+        for ports in per_node[1:]:
+            worker = [
+                RAY,
+                "start",
+                f"--address={self.address}",
+                "--node-ip-address=127.0.0.1",
+                *_node_ports(ports),
+                *common,
+            ]
             self._run(worker)
         return self
 

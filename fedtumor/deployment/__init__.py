@@ -1,1 +1,1 @@
-"""Running federations: the simulation runner, flwr run submission, processes, the loopback federation, the centre's proxy."""
+"""Running federations: simulation runner, flwr run submission, processes, loopback federation, centre proxy."""

@@ -1,1 +1,1 @@
-"""The federation framework: plugin API and registry, strategy mixin, wire format, ledger, FeTS hooks, DP, conformance kit."""
+"""The federation framework: plugin API, registry, strategy mixin, wire format, ledger, FeTS hooks, DP, conformance."""

@@ -2,6 +2,10 @@
 
 Flower's strategies hand back only aggregated metrics; a study needs each site's too
 (per-site Dice, failures per round).
+
+A site whose data or config is unusable replies with an error of code :data:`SITE_ERROR_CODE`
+whose reason is ``site <site-id>: <one line>`` (:func:`site_error_reason`), so a site that fails
+before it ever replied is still named by its site id, not its node id.
 """
 
 from __future__ import annotations
@@ -12,6 +16,10 @@ import numpy as np
 from flwr.app import ArrayRecord, Message
 
 from fedtumor.federation.wire import MANIFEST_KEY, SITE_ID_KEY, SITE_RECORD_KEY
+
+SITE_ERROR_CODE = 100  # bad site data or config (client_app/app.py); an application code, outside Flower's range
+_SITE_PREFIX = "site "
+_SITE_END = ": "
 
 
 @dataclass(frozen=True)
@@ -43,10 +51,28 @@ def array_record_bytes(record: ArrayRecord | None) -> int:
     return total
 
 
+def site_error_reason(site_id: str | None, text: str) -> str:
+    """The reason of a site's error reply: ``site <site-id>: <text>``, or the text alone when the id is unknown."""
+    return f"{_SITE_PREFIX}{site_id}{_SITE_END}{text}" if site_id else text
+
+
+def site_of_error(code: int, reason: str) -> str | None:
+    """The site id an error reply written by :func:`site_error_reason` gives; None for any other error."""
+    if code != SITE_ERROR_CODE or not reason.startswith(_SITE_PREFIX) or _SITE_END not in reason:
+        return None
+    site_id = reason[len(_SITE_PREFIX) :].split(_SITE_END, 1)[0]
+    return site_id if site_id.strip() and "\n" not in site_id else None
+
+
 def describe_reply(server_round: int, phase: str, message: Message) -> SiteReply:
+    """What a reply says; an error reply is named by the site id its reason gives, else ``node-<id>``.
+
+    The error is the whole reason, as the site sent it.
+    """
     node_id = message.metadata.src_node_id
     if message.has_error():
-        return SiteReply(server_round, phase, node_id, f"node-{node_id}", error=message.error.reason)
+        site_id = site_of_error(message.error.code, message.error.reason)
+        return SiteReply(server_round, phase, node_id, site_id or f"node-{node_id}", error=message.error.reason)
     content = message.content
     site = content.config_records.get(SITE_RECORD_KEY)
     site_id = str(site[SITE_ID_KEY]) if site and "site-id" in site else f"node-{node_id}"

@@ -144,9 +144,9 @@ class FedTumorStrategy:
         for message in replies:
             if message.has_error():
                 reply = describe_reply(server_round, phase, message)
-                reply = dataclasses.replace(
-                    reply, site_id=ledger.site_name(reply.node_id), error=_one_line(reply.error)
-                )
+                if reply.site_id == f"node-{reply.node_id}":  # no site id in its reason
+                    reply = dataclasses.replace(reply, site_id=ledger.site_name(reply.node_id))
+                reply = dataclasses.replace(reply, error=_one_line(reply.error))
                 log.warning("round %d %s: %s failed: %s", server_round, phase, reply.site_id, reply.error)
                 ledger.record(reply)
                 continue

@@ -4,6 +4,10 @@ Strategy and its parameters, rounds, wall time, the sites and their training sub
 failed reply, the data manifests, the DP settings, the final and best held-out scores and,
 with site profiles, the simulated time, the time budget and the FeTS ``convergence_score`` of
 the held-out mean Dice over simulated time.
+
+``status`` is ``completed``, or ``failed`` for a run that stopped early: then ``error`` (one
+line) and ``last_completed_round`` say why and where, and the rest is what the completed
+rounds gave.
 """
 
 from __future__ import annotations
@@ -36,9 +40,14 @@ def run_summary(
     n_nodes: int,
     wall_time_s: float,
     strategy_parameters: Mapping[str, Any],
+    *,
+    error: str | None = None,
+    last_completed_round: int | None = None,
 ) -> dict[str, Any]:
+    """The run's summary; with ``error`` that of a run that stopped after ``last_completed_round``."""
     history = ledger.test_history
     summary: dict[str, Any] = {
+        "status": "completed" if error is None else "failed",
         "strategy": config.strategy,
         "strategy_parameters": dict(strategy_parameters),
         "rounds": config.num_server_rounds,
@@ -49,6 +58,9 @@ def run_summary(
         "data_manifests": {site: hashes[-1] for site, hashes in sorted(ledger.manifests.items())},
         "differential_privacy": privacy_summary(config),
     }
+    if error is not None:
+        summary["error"] = " ".join(error.split())
+        summary["last_completed_round"] = last_completed_round
     if history:
         last_round = max(history)
         summary["final"] = {name: history[last_round].get(name) for name in SUMMARY_METRICS}

@@ -1,4 +1,5 @@
-"""The ClientApp's train path: the test-only fault switch as a gated mod, outside the handler, inside DP clipping."""
+"""The ClientApp's train path: the test-only fault switch as a gated mod, outside the handler, inside DP clipping;
+bad site data as an error reply naming the site id and the file relative to data-dir."""
 
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from data_loaders.synthetic import generate_cohort
 from fedtumor.core.config import RunConfig, read_run_config
 from fedtumor.core.model import build_model
 from fedtumor.federation.fault_mod import InjectedFault, fault_injection_mod
+from fedtumor.federation.replies import SITE_ERROR_CODE, describe_reply
 from fedtumor.federation.wire import (
     ARRAYS_KEY,
     CONFIG_KEY,
@@ -36,6 +38,7 @@ from fedtumor.federation.wire import (
     TRAIN_SECONDS_KEY,
 )
 from tests import REPO
+from tests.nifti_factory import truncate, write_subject
 
 RECEIVED = np.array([1.0, 2.0, 3.0], dtype=np.float32)
 TRAINED = np.array([1.5, 2.0, 2.0], dtype=np.float32)
@@ -247,3 +250,51 @@ def test_dp_clips_what_the_fault_mod_sends(site_run_config, monkeypatch, tmp_pat
     assert not reply.has_error(), reply.error
     # The update x1000 is clipped to the norm: the fault is inside, the clipping outside.
     assert np.linalg.norm(flat(reply.content[ARRAYS_KEY]) - received) == pytest.approx(0.01, rel=1e-3)
+
+
+# -- a site whose data is unusable ------------------------------------------------------------
+
+
+def bad_data_reply(config: RunConfig, node_config: dict) -> Message:
+    message, _ = site_instruction(config)
+    context = Context(
+        run_id=1, node_id=1, node_config=node_config, state=RecordDict(), run_config=config.to_run_config()
+    )
+    reply = app(message, context)
+    assert reply.has_error() and reply.error.code == SITE_ERROR_CODE, reply
+    return reply
+
+
+def test_a_deployed_site_names_itself_and_its_file_relative_to_data_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("FEDTUMOR_HOME", str(tmp_path / "home"))
+    site = tmp_path / "hospital" / "imaging"
+    write_subject(site, "S1")
+    write_subject(site, "S2")
+    truncate(site / "S1" / "S1_flair.nii.gz")
+    config = RunConfig()
+    reply = bad_data_reply(config, {"data-dir": str(site), "site-id": "hospital-b"})
+    reason = reply.error.reason
+    assert reason.startswith("site hospital-b: subject S1: S1/S1_flair.nii.gz: ") and "\n" not in reason
+    assert str(tmp_path) not in reason
+    assert describe_reply(1, "train", reply).site_id == "hospital-b"  # what the server names it
+    # Without site-id in its node config a site is its folder's name, as in its sound replies.
+    reason = bad_data_reply(config, {"data-dir": str(site)}).error.reason
+    assert reason.startswith("site imaging: ") and str(tmp_path) not in reason
+    # A data-dir that is not there: no path of the hospital's either.
+    reason = bad_data_reply(config, {"data-dir": str(tmp_path / "gone")}).error.reason
+    assert reason == "site gone: data-dir: data folder does not exist"
+
+
+def test_a_simulated_site_names_itself_by_its_partition(monkeypatch, tmp_path):
+    monkeypatch.setenv("FEDTUMOR_HOME", str(tmp_path / "home"))
+    cohort = tmp_path / "cohort"
+    for subject in ("A1", "B1"):
+        write_subject(cohort, subject)
+    (cohort / "partitioning.csv").write_text("Partition_ID,Subject_ID\n1,A1\n1,GHOST\n2,B1\n")
+    config = RunConfig(data_dir=str(cohort))
+    reason = bad_data_reply(config, {"partition-id": 0, "num-partitions": 2}).error.reason
+    assert reason.startswith("site site-1: subject GHOST: ") and "partitioning.csv" in reason
+    # When the partition CSV cannot tell which site a node is, the reason says no site id: the server names the node.
+    reply = bad_data_reply(config, {"partition-id": 0, "num-partitions": 3})
+    assert not reply.error.reason.startswith("site ") and "set num-supernodes to 2" in reply.error.reason
+    assert describe_reply(1, "train", reply).site_id == "node-1"

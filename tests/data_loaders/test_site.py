@@ -4,10 +4,17 @@ from pathlib import Path
 
 import pytest
 
-from data_loaders.site import heldout_files, resolve_site, split_train_val, synthetic_cohort_dir
+from data_loaders.site import (
+    check_site_folder,
+    heldout_files,
+    node_site_id,
+    resolve_site,
+    split_train_val,
+    synthetic_cohort_dir,
+)
 from fedtumor.core.config import RunConfig
 from fedtumor.core.errors import DataError
-from tests.nifti_factory import write_subject
+from tests.nifti_factory import truncate, write_subject
 
 
 def write_cohort(root: Path, partitions: dict[str, list[str]], csv_text: str | None = None) -> Path:
@@ -76,7 +83,7 @@ def test_subject_in_csv_but_not_on_disk_is_named(tmp_path):
 
 
 def test_missing_data_dir_and_empty_node_config_are_errors(tmp_path):
-    with pytest.raises(DataError, match="nowhere"):
+    with pytest.raises(DataError, match="^data-dir: data folder does not exist$"):  # the site's own path stays home
         resolve_site(RunConfig(), {"data-dir": str(tmp_path / "nowhere")})
     with pytest.raises(DataError, match="data-dir"):
         resolve_site(RunConfig(), {})
@@ -98,3 +105,41 @@ def test_synthetic_cohort_folder_depends_on_parameters(monkeypatch, tmp_path):
     assert base.parent == tmp_path / "cohorts"
     assert synthetic_cohort_dir(RunConfig(synth_seed=1), 4) != base
     assert synthetic_cohort_dir(RunConfig(), 8) != base
+
+
+def test_a_deployed_sites_check_names_files_relative_to_its_data_dir(tmp_path):
+    site = tmp_path / "hospital" / "site-a"
+    for subject in ("S1", "S2"):
+        write_subject(site, subject)
+    truncate(site / "S1" / "S1_flair.nii.gz")
+    (site / "S2" / "S2_t2.nii.gz").unlink()
+    with pytest.raises(DataError) as raised:
+        check_site_folder(site)
+    message = str(raised.value)
+    assert message.startswith("subject S1: S1/S1_flair.nii.gz: cannot read NIfTI (")
+    assert message.endswith(" (1 of 2 problems; run `fedtumor check-data <data-dir>` for all)")
+    assert str(tmp_path) not in message and "\n" not in message
+    # A link to the folder: the files are still named inside it, whatever path a reader reports.
+    link = tmp_path / "link"
+    link.symlink_to(site)
+    with pytest.raises(DataError) as raised:
+        check_site_folder(link)
+    assert str(raised.value) == message
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="^data-dir: no subjects found: "):
+        check_site_folder(empty)
+
+
+def test_a_node_knows_its_site_id_without_reading_its_data(tmp_path):
+    config = RunConfig(data_dir=str(write_cohort(tmp_path / "cohort", PARTITIONS)))
+    ids = [node_site_id(config, {"partition-id": i, "num-partitions": 3}) for i in range(3)]
+    assert ids == [
+        site_id for site_id, _, _ in (resolve_site(config, {"partition-id": i, "num-partitions": 3}) for i in range(3))
+    ]
+    assert node_site_id(None, {"data-dir": str(tmp_path / "hospital-a")}) == "hospital-a"  # no data needed
+    assert node_site_id(None, {"data-dir": str(tmp_path / "x"), "site-id": "Penn"}) == "Penn"
+    # When the config cannot tell: no site id rather than a wrong one.
+    assert node_site_id(config, {"partition-id": 0, "num-partitions": 4}) is None
+    assert node_site_id(None, {"partition-id": 0, "num-partitions": 3}) is None
+    assert node_site_id(RunConfig(data_dir=str(tmp_path / "none")), {"partition-id": 0, "num-partitions": 3}) is None

@@ -16,6 +16,7 @@ from data_loaders.validation import (
     check_data_dir,
     check_subject,
     print_report,
+    relative_to_folder,
     validate_or_raise,
 )
 from fedtumor.cli import app
@@ -203,6 +204,27 @@ def test_problem_str_is_one_line_with_subject_and_file(tmp_path):
     text = str(Problem("S9", tmp_path / "S9_t1.nii.gz", "bad\nthing"))
     assert text.startswith("subject S9: ") and "S9_t1.nii.gz" in text
     assert "\n" not in text
+
+
+def test_a_problem_relative_to_the_site_folder_names_no_path_of_the_hospital(tmp_path):
+    root = tmp_path / "site"
+    write_subject(root, "S1")
+    (root / "S1" / "S1_t2.nii.gz").write_bytes(b"not a NIfTI")
+    [problem] = check_data_dir(root).problems
+    assert str(root) in str(problem)  # check-data, run by the hospital, shows the whole path
+    text = str(problem.relative_to(root))
+    assert text.startswith("subject S1: S1/S1_t2.nii.gz: cannot read NIfTI (") and "S1/S1_t2.nii.gz is not" in text
+    assert str(tmp_path) not in text
+    outside = Problem("S1", tmp_path / "partitions.csv", f"see {root}")
+    assert str(outside.relative_to(root)) == "subject S1: partitions.csv: see data-dir"
+
+
+def test_relative_to_folder_leaves_out_only_that_whole_folder():
+    root = "/data/site"
+    text = f"{root}/S1/a.nii.gz, {root}2/S1/b.nii.gz, /mnt{root}/c.nii.gz, {root}: gone, {root}/"
+    assert relative_to_folder(text, root) == (
+        "S1/a.nii.gz, /data/site2/S1/b.nii.gz, /mnt/data/site/c.nii.gz, data-dir: gone, data-dir"
+    )
 
 
 # ------------------------------------------------------------------ check_data_dir

@@ -96,6 +96,7 @@ def test_broken_site_reports_the_file_and_the_round_goes_on(federation):
     failures = summary["failed_replies"]
     assert {f["round"] for f in failures if f["phase"] == "train"} == {1, 2}
     assert all(federation["broken_file"].name in f["error"] for f in failures)
+    assert {f["site"] for f in failures} == {"site-3"}  # its error reply said which site it is
     assert set(summary["sites"]) == {"site-1", "site-2"}
 
 

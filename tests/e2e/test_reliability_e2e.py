@@ -5,7 +5,7 @@
   update 1000 times too long for ``max-update-norm``. Every round still aggregates what it
   got, the audit log names each failed or rejected site with its reason, and verifies.
 - too few replies: a round with fewer usable updates than ``min-train-replies`` ends the
-  run with one error naming the sites and why; the audit log records it.
+  run with one error naming the sites and why; the audit log and a failed summary record it.
 - resume: a 4-round FedAdam run killed (SIGKILL, server and sites) after its round-2 state
   is saved, then resumed, ends with exactly the weights of an uninterrupted 4-round run.
 """
@@ -131,7 +131,15 @@ def test_too_few_usable_updates_end_the_run_with_a_clear_error(cohort):
     # site-1 never replied before, so only its node id and its own message name it; site-2's reply said who it is
     assert "injected fault: site-1 raises in round 1" in last["reason"]
     assert "site-2: rejected: array" in last["reason"]
-    assert not (run_dir / "summary.json").exists()
+    # The failed run's summary says why and where it stopped, and what the rounds before gave.
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["last_completed_round"] == 0
+    assert summary["error"] == last["reason"] and summary["error"].startswith("RoundFailedError: round 1: 1 of 3")
+    assert summary["audit_head_sha256"] == last["sha256"]
+    # site-1's exception is Flower's error, not a site's data error: it has no site id to read
+    failed_sites = sorted(f["site"] for f in summary["failed_replies"])
+    assert len(failed_sites) == 2 and failed_sites[0].startswith("node-") and failed_sites[1] == "site-2"
+    assert set(summary["sites"]) == {"site-3"} and summary["final"]["round"] == 0
     assert verify(run_dir).exit_code == 0
 
 

@@ -8,8 +8,9 @@ from fedtumor.core.config import RunConfig
 from fedtumor.federation.conformance import FakeGrid, as_serverapp, site_reply
 from fedtumor.federation.ledger import SiteLedger
 from fedtumor.federation.registry import build_strategy
-from fedtumor.federation.replies import SiteReply
+from fedtumor.federation.replies import SITE_ERROR_CODE, SiteReply, site_error_reason
 from fedtumor.federation.simulated_time import SiteProfile, SiteProfiles
+from fedtumor.federation.strategy import RoundFailedError
 from fedtumor.federation.summary import run_summary
 from fedtumor.federation.wire import MANIFEST_KEY, SITE_RECORD_KEY
 from fedtumor.run.resume import ResumeState, load_resume_state, rng_state, save_resume_state
@@ -36,17 +37,27 @@ def train_reply(node_id: int, values, site: str, num_examples: int = 2) -> Messa
 
 
 def one_round(ledger: SiteLedger, nodes=(11, 12, 13, 14)):
-    """Round 1 of FedAvg: node 11 sound, 12 failed, 13 rejected (NaN), 14 silent."""
+    """Round 1 of FedAvg: node 11 sound, 12 failed (before it ever replied), 13 rejected (NaN), 14 silent."""
     strategy = build_strategy(RunConfig(min_train_replies=1, min_available_nodes=1), ledger=ledger)
     messages = list(strategy.configure_train(1, GLOBAL, ConfigRecord({"learning-rate": 0.1}), FakeGrid(nodes)))
     by_node = {m.metadata.dst_node_id: m for m in messages}
     replies = [
         train_reply(11, [1, 1, 1, 1], "site-1"),
-        Message(Error(code=100, reason="site 2: truncated file"), reply_to=by_node[12]),
+        Message(
+            Error(code=SITE_ERROR_CODE, reason=site_error_reason("site-2", "truncated file")), reply_to=by_node[12]
+        ),
         train_reply(13, [np.nan, 0, 0, 0], "site-3"),
     ]
     arrays, _ = strategy.aggregate_train(1, replies)
     return strategy, arrays
+
+
+def strategy_failure_reasons(ledger: SiteLedger) -> str:
+    """What a round with too few updates would say: RoundFailedError names each failed site."""
+    strategy = build_strategy(RunConfig(min_train_replies=4, min_available_nodes=1), ledger=ledger)
+    with pytest.raises(RoundFailedError) as raised:
+        strategy.check_enough_replies(1, [])
+    return str(raised.value)
 
 
 def test_each_reply_is_recorded_once_and_read_by_everyone():
@@ -62,7 +73,10 @@ def test_each_reply_is_recorded_once_and_read_by_everyone():
     assert set(record.failed) == {12, 13, 14} and record.failed[13].startswith("rejected: array 'w' has NaN")
     assert [f["node_id"] for f in ledger.failures] == [14, 12, 13]  # the silent one is reported first
     assert ledger.sites[13].site_id == "site-3" and ledger.sites[13].failures == 1  # a rejected reply names its site
-    assert ledger.site_name(12) == "node-12" and ledger.sites[12].last_error == "site 2: truncated file"
+    # A site that fails before it ever replied is named by the site id its error reply gave.
+    assert ledger.site_name(12) == "site-2" and ledger.sites[12].last_error == "site site-2: truncated file"
+    assert {f["node_id"]: f["site"] for f in ledger.failures} == {12: "site-2", 13: "site-3", 14: "node-14"}
+    assert "site-2: site site-2: truncated file" in strategy_failure_reasons(ledger)
     assert ledger.updates_averaged(1) == 1
     [(scope, split, metrics)] = ledger.site_rows(1)
     assert (scope, split, metrics["num_patches"]) == ("site-1", "train", 4.0)

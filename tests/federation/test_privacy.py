@@ -153,14 +153,14 @@ def test_a_failed_and_a_rejected_site_do_not_void_the_round_and_raise_the_noise(
     strategy = dp_strategy(ledger=ledger)
     replies = {n: site_update(n, np.full(size, 0.5)) for n in (1, 2, 3)}
     replies[4] = site_update(4, np.full(size, np.nan))  # rejected by the reply checks
-    replies[5] = lambda instruction: Message(Error(code=100, reason="site 5: truncated file"), reply_to=instruction)
+    replies[5] = lambda instruction: Message(Error(code=100, reason="truncated file"), reply_to=instruction)
     _, (aggregated, _) = one_round(strategy, replies, size)
     assert aggregated is not None
     assert strategy.num_sampled_clients == 3  # the updates averaged, not the sites asked
     np.testing.assert_allclose((aggregated["w"].numpy() - 0.5).std(), 1.0 * 2.0 / 3, rtol=0.01)
     heard = ledger.replies_of(1, "train")
     errors = sorted(reply.error.split(":")[0] for reply in heard if reply.error)
-    assert errors == ["rejected", "site 5"]
+    assert errors == ["rejected", "truncated file"]
     assert sorted(reply.node_id for reply in heard if reply.error is None) == [1, 2, 3]
     assert ledger.updates_averaged(1) == 3
 
