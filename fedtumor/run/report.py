@@ -114,6 +114,11 @@ def _print_summary(run_dir: Path, console: Console) -> None:
         console.print("no summary.json: the run is still going, or stopped before it finished", style="yellow")
         return
     console.print("[bold]Summary[/]")
+    if summary.get("status") == "failed":  # a run that stopped early still has its rounds above
+        last = summary.get("last_completed_round", MISSING)
+        console.print(
+            f"  status     failed after round {last}: {summary.get('error', MISSING)}", style="red", highlight=False
+        )
     console.print(f"  strategy   {summary.get('strategy', MISSING)}", highlight=False)
     console.print(f"  rounds     {summary.get('rounds', MISSING)}", highlight=False)
     console.print(f"  wall time  {_wall_time(summary.get('wall_time_s'))}", highlight=False)

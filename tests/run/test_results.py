@@ -298,3 +298,16 @@ def test_report_on_folder_without_metrics_is_exit_2(tmp_path):
     result = CliRunner().invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 2
     assert "metrics.csv" in result.output and "Traceback" not in result.output
+
+
+def test_report_says_a_failed_run_stopped_and_why(tmp_path):
+    run = make_fake_run(tmp_path / "failed", rounds=2, with_overlay=False)
+    summary = json.loads((run / "summary.json").read_text())
+    summary.update(status="failed", error="round 3: 1 of 3 sites returned a usable update", last_completed_round=2)
+    (run / "summary.json").write_text(json.dumps(summary))
+    result = CliRunner().invoke(app, ["report", str(run)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())  # the console may wrap the line
+    assert "failed after round 2: round 3: 1 of 3 sites returned a usable update" in output
+    completed = CliRunner().invoke(app, ["report", str(make_fake_run(tmp_path / "ok", rounds=2))], terminal_width=200)
+    assert "failed after" not in completed.output
