@@ -2,13 +2,11 @@
 
 import json
 import math
-import time
 
 import pandas as pd
 import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, Metadata, RecordDict
-from flwr.common import MessageType
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from typer.testing import CliRunner
 
 from client_app.app import app as client_app
@@ -21,6 +19,7 @@ from fedtumor.core.errors import ConfigError
 from fedtumor.core.losses import build_loss
 from fedtumor.core.model import build_model
 from fedtumor.core.training import train_site_round
+from fedtumor.federation.conformance import site_instruction
 from fedtumor.federation.wire import (
     ARRAYS_KEY,
     CONFIG_KEY,
@@ -141,18 +140,8 @@ def site_train_message(config, server_round: int) -> Message:
         LEARNING_RATE_KEY: config.learning_rate,
         LOCAL_EPOCHS_KEY: config.local_epochs,
     }
-    metadata = Metadata(
-        run_id=1,
-        message_id="instruction-1",
-        src_node_id=0,
-        dst_node_id=1,
-        reply_to_message_id="",
-        group_id=str(server_round),
-        created_at=time.time(),
-        ttl=3600.0,
-        message_type=MessageType.TRAIN,
-    )
-    return Message(metadata=metadata, content=RecordDict({ARRAYS_KEY: initial, CONFIG_KEY: ConfigRecord(settings)}))
+    content = RecordDict({ARRAYS_KEY: initial, CONFIG_KEY: ConfigRecord(settings)})
+    return site_instruction(1, content, group_id=str(server_round))
 
 
 def test_a_local_baseline_trains_exactly_like_its_federated_site(home):

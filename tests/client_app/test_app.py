@@ -3,13 +3,11 @@ bad site data as an error reply naming the site id and the file relative to data
 
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, Metadata, MetricRecord, RecordDict
-from flwr.common import MessageType
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 import fedtumor.federation.fault_mod as fault_mod
@@ -17,6 +15,7 @@ from client_app.app import app, inject_faults_when_set
 from data_loaders.synthetic import generate_cohort
 from fedtumor.core.config import RunConfig, read_run_config
 from fedtumor.core.model import build_model
+from fedtumor.federation import conformance
 from fedtumor.federation.fault_mod import InjectedFault, fault_injection_mod
 from fedtumor.federation.replies import SITE_ERROR_CODE, describe_reply
 from fedtumor.federation.wire import (
@@ -47,18 +46,7 @@ COUNTS = np.array([7, 8], dtype=np.int64)  # not a float array: no fault touches
 
 def instruction(content: RecordDict, node_id: int = 7) -> Message:
     """A train message as a ClientApp receives it from the server."""
-    metadata = Metadata(
-        run_id=1,
-        message_id=f"instruction-{node_id}",
-        src_node_id=0,
-        dst_node_id=node_id,
-        reply_to_message_id="",
-        group_id="1",
-        created_at=time.time(),
-        ttl=3600.0,
-        message_type=MessageType.TRAIN,
-    )
-    return Message(metadata=metadata, content=content)
+    return conformance.site_instruction(node_id, content)
 
 
 def train_instruction(server_round: int = 1) -> Message:

@@ -1,12 +1,9 @@
 """Each reply as the server sees it: an error reply is named by the site id its reason gives."""
 
-import time
-
 import pytest
-from flwr.app import ConfigRecord, Error, Message, Metadata, RecordDict
-from flwr.common import MessageType
+from flwr.app import ConfigRecord, Error, Message, RecordDict
 
-from fedtumor.federation.conformance import as_serverapp, site_reply
+from fedtumor.federation.conformance import as_serverapp, site_instruction, site_reply
 from fedtumor.federation.replies import SITE_ERROR_CODE, describe_reply, site_error_reason, site_of_error
 from fedtumor.federation.wire import SITE_ID_KEY, SITE_RECORD_KEY
 
@@ -19,20 +16,7 @@ def server_identity():
 
 def error_from(node_id: int, code: int, reason: str) -> Message:
     """An error reply of ``node_id`` to a train instruction, as the server receives it."""
-    instruction = Message(
-        metadata=Metadata(
-            run_id=1,
-            message_id=f"instruction-{node_id}",
-            src_node_id=0,
-            dst_node_id=node_id,
-            reply_to_message_id="",
-            group_id="1",
-            created_at=time.time(),
-            ttl=3600.0,
-            message_type=MessageType.TRAIN,
-        ),
-        content=RecordDict(),
-    )
+    instruction = site_instruction(node_id, RecordDict())
     return Message(Error(code=code, reason=reason), reply_to=instruction)
 
 

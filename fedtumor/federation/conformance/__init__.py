@@ -10,12 +10,12 @@ sites on a tiny 3D model, every message serialised as between processes), applie
     def test_my_plugin_conforms():
         assert_conforms(MyPlugin)
 
-``site_reply`` and ``as_serverapp`` help tests and benchmarks build the messages a strategy
+``site_instruction``, ``site_reply`` and ``as_serverapp`` help tests and benchmarks build the messages a strategy
 receives outside a running ServerApp.
 """
 
 from fedtumor.federation.conformance.checks import CHECKS, FAIL, PASS, SKIP, Outcome, check_rounds_and_state
-from fedtumor.federation.conformance.harness import FakeGrid, Harness, as_serverapp, site_reply
+from fedtumor.federation.conformance.harness import FakeGrid, Harness, as_serverapp, site_instruction, site_reply
 from fedtumor.federation.conformance.report import CheckResult, assert_conforms, print_results, run_checks, run_kit
 
 __all__ = [
@@ -33,5 +33,6 @@ __all__ = [
     "print_results",
     "run_checks",
     "run_kit",
+    "site_instruction",
     "site_reply",
 ]

@@ -284,6 +284,24 @@ def site_reply(node_id: int, content: RecordDict, message_type: str = MessageTyp
     return Message(metadata=metadata, content=content)
 
 
+def site_instruction(
+    node_id: int, content: RecordDict, message_type: str = MessageType.TRAIN, group_id: str = "1"
+) -> Message:
+    """A message from the server to ``node_id`` as its ClientApp receives it, for tests of ClientApp code."""
+    metadata = Metadata(
+        run_id=1,
+        message_id=f"instruction-{node_id}",
+        src_node_id=SUPERLINK_NODE_ID,
+        dst_node_id=node_id,
+        reply_to_message_id="",
+        group_id=group_id,
+        created_at=time.time(),
+        ttl=3600.0,
+        message_type=message_type,
+    )
+    return Message(metadata=metadata, content=content)
+
+
 @contextlib.contextmanager
 def as_serverapp() -> Iterator[None]:
     """Play a ServerApp's task identity, which Flower stamps on every Message it creates.
