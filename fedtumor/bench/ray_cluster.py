@@ -91,7 +91,12 @@ class LoopbackRayCluster:
 
     def raylet_ids(self) -> list[int]:
         """One raylet per node; a node's workers (ClientApp actors) are its raylet's descendants."""
-        return [pid for pid in pids_whose_command_contains(str(self.temp_dir)) if "/raylet" in command_line(pid)]
+        # By executable name: a node's agents and workers also carry ``--raylet-name=.../raylet`` in their arguments.
+        return [
+            pid
+            for pid in pids_whose_command_contains(str(self.temp_dir))
+            if Path(command_line(pid).split(" ", 1)[0]).name == "raylet"
+        ]
 
     def actors_per_node(self) -> list[int]:
         """ClientApp actor processes alive on each node now, in raylet order."""
