@@ -1,6 +1,6 @@
 """``fedtumor centre ...``: commands for the coordinating centre's machine.
 
-A typer group of its own, registered by ``fedtumor/cli.py`` with ``add_typer``, so the
+A typer group of its own, registered by ``fedtumor/cli/__init__.py`` with ``add_typer``, so the
 composition root stays short. ``proxy-config`` writes the nginx front door described in
 ``docs/deployment.md``: nobody hand-edits it, and ``nginx -t`` has seen it before it replaces anything.
 """
