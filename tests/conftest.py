@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from data_loaders.synthetic import generate_cohort
+from tests import REAL_CASE_ID, REALDATA
 
 TWO_SITES = {"n_sites": 2, "n_subjects": 6, "seed": 5, "shape": 64, "n_test": 2}
 THREE_SITES = {"n_sites": 3, "n_subjects": 9, "seed": 3, "shape": 64, "n_test": 2}
@@ -39,3 +40,22 @@ def three_site_cohort(tmp_path_factory) -> Path:
 def copy_cohort(cohort: Path, destination: Path) -> Path:
     """A private copy of a session cohort, for a test that damages or removes files."""
     return Path(shutil.copytree(cohort, destination))
+
+
+def _real_case(layout: str) -> Path:
+    folder = REALDATA / layout / REAL_CASE_ID
+    if not folder.is_dir():
+        pytest.skip(f"real BraTS case not here: {folder} is absent (it lives beside the checkout, never in it)")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def real_case_2023() -> Path:
+    """The real BraTS 2023 case in its own layout (-t1n, -t1c, -t2w, -t2f, -seg; ET = 3); read-only."""
+    return _real_case("brats2023")
+
+
+@pytest.fixture(scope="session")
+def real_case_2021() -> Path:
+    """The same case renamed to the BraTS 2021 layout (_t1, _t1ce, _t2, _flair, _seg; ET = 4); read-only."""
+    return _real_case("brats2021")

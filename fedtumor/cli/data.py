@@ -1,15 +1,13 @@
-"""Data commands: make a synthetic cohort, check a site's data, score, report and predict."""
+"""Cohort and run commands: make a synthetic cohort, report on a finished run."""
 
 from __future__ import annotations
 
-import json
-import sys
 from enum import Enum
 from pathlib import Path
 
 import typer
 
-from fedtumor.cli.common import EXIT_PROBLEMS, app, console, fail
+from fedtumor.cli.common import app, console, fail
 from fedtumor.core.errors import ConfigError, DataError
 
 
@@ -46,51 +44,6 @@ def synth(
     )
 
 
-@app.command("check-data")
-def check_data(
-    data_dir: Path = typer.Argument(..., help="A site folder (or a whole cohort) in a BraTS layout."),
-    partitions: Path = typer.Option(None, "--partitions", help="FeTS partition CSV to check against."),
-) -> None:
-    """Validate every subject before a site joins: exit 0 when clean, 1 with problems."""
-    from data_loaders.validation import check_data_dir, print_report
-
-    try:
-        report = check_data_dir(data_dir, partitions)
-    except DataError as exc:
-        fail(str(exc))
-    print_report(report, console)
-    if report.problems:
-        raise typer.Exit(EXIT_PROBLEMS)
-
-
-@app.command()
-def evaluate(
-    prediction: Path = typer.Argument(..., help="Predicted segmentation NIfTI."),
-    reference: Path = typer.Argument(..., help="Reference segmentation NIfTI."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-) -> None:
-    """Score one segmentation against a reference: Dice, HD95, sensitivity, specificity per region."""
-    from fedtumor.core.metrics import score_files
-
-    try:
-        scores = score_files(prediction, reference)
-    except DataError as exc:
-        fail(str(exc))
-    if as_json:
-        sys.stdout.write(json.dumps(scores, indent=2) + "\n")
-        return
-    from rich.table import Table
-
-    metric_names = list(next(iter(scores.values())).keys())
-    table = Table(title=f"{prediction.name} vs {reference.name}")
-    table.add_column("region")
-    for name in metric_names:
-        table.add_column(name, justify="right")
-    for region, values in scores.items():
-        table.add_row(region, *(f"{values[name]:.4f}" for name in metric_names))
-    console.print(table)
-
-
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="A run folder written by the ServerApp.")) -> None:
     """Re-draw a run's plots and print its per-round table."""
@@ -100,19 +53,3 @@ def report(run_dir: Path = typer.Argument(..., help="A run folder written by the
         print_run_report(run_dir, console)
     except DataError as exc:
         fail(str(exc))
-
-
-@app.command()
-def predict(
-    model: Path = typer.Option(..., "--model", help="A run folder (or its final_model.pt)."),
-    subject: Path = typer.Option(..., "--subject", help="A subject folder in a BraTS layout."),
-    out: Path = typer.Option(..., "--out", help="Output segmentation, e.g. pred.nii.gz."),
-) -> None:
-    """Segment a new case with a run's global model; writes BraTS 2021 label values."""
-    from data_loaders.inference import predict_subject_file
-
-    try:
-        path = predict_subject_file(model, subject, out)
-    except (DataError, ConfigError) as exc:
-        fail(str(exc))
-    console.print(f"wrote {path}")
