@@ -6,12 +6,18 @@ config picks a ``Partition_ID`` of the partition CSV); a deployed site is a fold
 
 What a deployed site's checks report names files relative to its ``data-dir``
 (``S1/S1_flair.nii.gz``), never by the hospital's own paths: it reaches the server's logs.
+Its warnings (a case that does not look BraTS-preprocessed, a file that names no modality) go
+to ``on_warning`` (the ClientApp logs them before its first round) and never fail the node.
+
+A site without segmentations (inference or evaluation only) sets ``labels=false`` in its
+node config: its check reads images only, and it answers train and evaluate with a DataError
+saying it has no labels.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +35,11 @@ from fedtumor.core.errors import ConfigError, DataError
 
 PARTITIONS_FILE = "partitioning.csv"
 HELDOUT_FILE = "heldout.csv"
+LABELS_KEY = "labels"  # node-config flag: false for a site without segmentations
+NO_LABELS_MESSAGE = (
+    f"this site has no labels (node-config {LABELS_KEY}=false), so it can neither train nor evaluate; "
+    "its images were checked"
+)
 
 
 @dataclass
@@ -55,6 +66,8 @@ def synthetic_cohort_dir(config: RunConfig, n_sites: int) -> Path:
         f"synth-v{GENERATOR_VERSION}-sites{n_sites}-subj{config.synth_subjects}-test{config.synth_test_subjects}"
         f"-seed{config.synth_seed}-shape{config.synth_shape}"
     )
+    if config.synth_geometry != "cube":  # cube cohorts keep the folder name they always had
+        name += f"-geometry{config.synth_geometry}"
     return fedtumor_home() / "cohorts" / name
 
 
@@ -80,6 +93,7 @@ def ensure_synthetic_cohort(config: RunConfig, n_sites: int) -> Path:
         seed=config.synth_seed,
         shape=config.synth_shape,
         n_test=config.synth_test_subjects,
+        geometry=config.synth_geometry,
     )
     return root
 
@@ -110,20 +124,42 @@ def split_train_val(
     return train, val
 
 
-def check_site_folder(root: Path) -> None:
+def site_has_labels(node_config: Mapping[str, Any]) -> bool:
+    """The node config's ``labels`` flag (default true); ConfigError naming the key for any other value.
+
+    Example:
+        >>> site_has_labels({"data-dir": "/data/site-a", "labels": False})
+        False
+    """
+    value = node_config.get(LABELS_KEY, True)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ConfigError(f"node-config key '{LABELS_KEY}' must be true or false, not {value!r}")
+
+
+def check_site_folder(root: Path, labels: bool = True) -> list[str]:
     """Run every `fedtumor check-data` check on a deployed site's folder before it trains.
 
-    The DataError names the first problem's file relative to ``root`` (the node's ``data-dir``).
+    Returns the warnings, one line each, files named relative to ``root``; raises a DataError
+    naming the first problem's file relative to ``root`` (the node's ``data-dir``).
+    ``labels=False`` checks images only, as ``fedtumor check-data --no-labels``.
+
+    Example:
+        >>> for line in check_site_folder(Path("/data/site-a")):  # doctest: +SKIP
+        ...     print(line)
     """
     root = Path(root)
     try:
-        report = check_data_dir(root)  # raises DataError itself for a missing or empty folder
+        report = check_data_dir(root, labels=labels)  # raises DataError itself for a missing or empty folder
     except DataError as exc:
         raise DataError(relative_to_folder(str(exc), root)) from None
     if report.problems:
         count = len(report.problems)
         more = f" (1 of {count} problems; run `fedtumor check-data <data-dir>` for all)" if count > 1 else ""
         raise DataError(f"{report.problems[0].relative_to(root)}{more}")
+    return [f"warning: {warning.relative_to(root)}" for warning in report.warnings]
 
 
 def deployed_site_id(node_config: Mapping[str, Any]) -> str:
@@ -157,13 +193,19 @@ def _partitions_csv(config: RunConfig, num_partitions: int) -> Path:
 
 
 def resolve_site(
-    config: RunConfig, node_config: Mapping[str, Any]
+    config: RunConfig, node_config: Mapping[str, Any], on_warning: Callable[[str], None] | None = None
 ) -> tuple[str, list[SubjectFiles], list[SubjectFiles]]:
-    """(site id, train files, val files) for this node, simulated or deployed."""
+    """(site id, train files, val files) for this node, simulated or deployed.
+
+    A deployed node's folder is checked first; each warning goes to ``on_warning`` as
+    ``site <site-id>: warning: ...``.
+    """
     if "data-dir" in node_config:
         root = Path(str(node_config["data-dir"])).expanduser()
-        check_site_folder(root)
         site_id = deployed_site_id(node_config)
+        for line in check_site_folder(root, labels=site_has_labels(node_config)):
+            if on_warning is not None:
+                on_warning(f"site {site_id}: {line}")
         files_by_id = _files_by_id(root)
         train_ids, val_ids = split_train_val(list(files_by_id), config.val_fraction, config.seed, site_id)
         return site_id, [files_by_id[s] for s in train_ids], [files_by_id[s] for s in val_ids]
@@ -186,9 +228,13 @@ def resolve_site(
     return site_id, _select(files_by_id, train_ids, csv_path), _select(files_by_id, val_ids, csv_path)
 
 
-def load_site(config: RunConfig, node_config: Mapping[str, Any]) -> SiteData:
-    """Resolve and preprocess (cached) this node's subjects."""
-    site_id, train_files, val_files = resolve_site(config, node_config)
+def load_site(
+    config: RunConfig, node_config: Mapping[str, Any], on_warning: Callable[[str], None] | None = None
+) -> SiteData:
+    """Resolve and preprocess (cached) this node's subjects; a site without labels raises DataError."""
+    site_id, train_files, val_files = resolve_site(config, node_config, on_warning)
+    if not site_has_labels(node_config):
+        raise DataError(NO_LABELS_MESSAGE)
     if not train_files:
         raise DataError(f"site {site_id} has no training subjects")
     settings = preprocessing_settings(config)

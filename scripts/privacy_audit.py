@@ -9,9 +9,9 @@ non-members are their validation subjects (same sites and scanners, never traine
 attack's AUC (0.5 = guessing, 1 = every member identified) sits next to the held-out Dice in
 one table, written as markdown, CSV, JSON and a PNG to --out.
 
-The nominal epsilon is what Flower's noise calibration implies for equal site weights and no
-sampling amplification: T rounds of a Gaussian mechanism with noise multiplier z compose to
-mu-GDP with mu = sqrt(T) / z (Dong, Roth, Su 2022), converted to (epsilon, delta).
+The epsilon of each DP setting is the one its run spent, read from the run's summary.json:
+the ServerApp composes every noised round into Flower's RDP accountant (no sampling
+amplification, at run-config key dp-delta; fedtumor/federation/privacy.py).
 
     python scripts/privacy_audit.py --out DIR --noise-multipliers 0 1e-6 0.003 0.03 --clipping-norms 5 15
 """

@@ -8,6 +8,7 @@ CUDA torch), reads the run's final status with `flwr ls`, and stops every proces
 started, also on failure or Ctrl-C.
 
     python scripts/simulate.py --num-supernodes 4 --run-config "num-server-rounds=2"
+    python scripts/simulate.py --num-supernodes 2 --run-config presets/brats-1mm.toml
 """
 
 from __future__ import annotations

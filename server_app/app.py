@@ -66,9 +66,10 @@ def main(grid: Grid, context: Context) -> None:
         strategy = plugin().build(
             strategy_parameters, strategy_options(config, plugin, ledger=ledger, round_offset=offset)
         )
-        if resumed is not None:
-            strategy.load_state_dict(resumed.strategy)  # what it had learnt: momentum, control variates, ...
         strategy = with_client_level_dp(strategy, config)  # unchanged when DP is off
+        if resumed is not None:
+            # What it had learnt: momentum, control variates, ..., and with DP the privacy accountant.
+            strategy.load_state_dict(resumed.strategy)
         run_name = config.run_name or f"{config.strategy}-{datetime.now(UTC):%Y%m%d-%H%M%S}-run{context.run_id}"
         run_dir = run_dir_for(config, run_name)
         n_nodes = _wait_for_nodes(grid, config.min_available_nodes)
@@ -130,7 +131,9 @@ def main(grid: Grid, context: Context) -> None:
         log.error("fedtumor: run stopped after round %s: %s", last_round, reason)
         try:
             failure = {"error": reason, "last_completed_round": last_round}
-            writer.write_summary(_summary(ledger, config, n_nodes, started, strategy_parameters, offset, head, failure))
+            writer.write_summary(
+                _summary(ledger, config, n_nodes, started, strategy, strategy_parameters, offset, head, failure)
+            )
         except Exception as write_error:  # noqa: BLE001 - the run's own error is the one to raise
             log.error("fedtumor: could not write the failed run's summary: %s", write_error)
         raise
@@ -138,7 +141,7 @@ def main(grid: Grid, context: Context) -> None:
     final_state = {key: torch.from_numpy(value) for key, value in close.last_arrays.items()}
     save_checkpoint(writer.model_path(FINAL_MODEL_FILE), final_state, config, close.last_round)
     head = audit.append("run-end", final_round=close.last_round, model_sha256=close.last_model_sha256)
-    summary = _summary(ledger, config, n_nodes, started, strategy_parameters, offset, head)
+    summary = _summary(ledger, config, n_nodes, started, strategy, strategy_parameters, offset, head)
     writer.write_summary(summary)
     draw_run_plots(writer.run_dir)
     log.info(
@@ -149,11 +152,17 @@ def main(grid: Grid, context: Context) -> None:
     )
 
 
-def _summary(ledger, config, n_nodes, started, strategy_parameters, offset, head, failure=None) -> dict:
+def _summary(ledger, config, n_nodes, started, strategy, strategy_parameters, offset, head, failure=None) -> dict:
     """summary.json: the run's, or with ``failure`` (error, last completed round) that of a run that stopped."""
     wall_time_s = time.perf_counter() - started
     summary = run_summary(
-        ledger, config, n_nodes, wall_time_s=wall_time_s, strategy_parameters=strategy_parameters, **(failure or {})
+        ledger,
+        config,
+        n_nodes,
+        wall_time_s=wall_time_s,
+        strategy_parameters=strategy_parameters,
+        strategy=strategy,
+        **(failure or {}),
     )
     summary["resumed_from_round"] = offset or None
     summary[SUMMARY_HEAD_KEY] = head

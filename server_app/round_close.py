@@ -4,9 +4,10 @@ Flower calls ``evaluate_fn(round, arrays)`` after each round's training and fede
 evaluation (and once with round 0 before the first). :class:`RoundClose` is that function.
 It writes the round's per-site rows to metrics.csv from the run's ledger, closes the round
 (no sound update ends the run; the simulated-time row), runs the held-out evaluation, then
-appends the round's entry to ``audit.jsonl`` and only then replaces ``resume_state.pt``, so a
-resume never skips a round the log lacks. Flower numbers a resumed run's rounds from 1 again;
-``round_offset`` maps them back to the study's rounds.
+appends the round's entry to ``audit.jsonl`` (with client-level DP, the epsilon spent so far)
+and only then replaces ``resume_state.pt``, so a resume never skips a round the log lacks.
+Flower numbers a resumed run's rounds from 1 again; ``round_offset`` maps them back to the
+study's rounds.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from flwr.app import ArrayRecord, MetricRecord
 from flwr.common.logger import FLOWER_LOGGER as log
 
 from fedtumor.federation.ledger import SiteLedger
+from fedtumor.federation.privacy import round_privacy
 from fedtumor.federation.wire import NUM_EXAMPLES_KEY
 from fedtumor.run.audit import AuditLog, model_sha256
 from fedtumor.run.files import MANIFESTS_FILE
@@ -42,7 +44,7 @@ class RoundClose:
         extra_state: Callable[[], dict],
         round_offset: int = 0,
     ):
-        self.strategy = strategy  # only its state_dict is read: what it learnt, for the resume state
+        self.strategy = strategy  # read for the resume state and, with DP, the epsilon spent
         self.writer = writer
         self.ledger = ledger
         self.audit = audit
@@ -146,6 +148,8 @@ class RoundClose:
             entry[phase] = section
         if test_metrics is not None:
             entry["heldout_test"] = plain_metrics(test_metrics)
+        if (privacy := round_privacy(self.strategy, server_round)) is not None:
+            entry["privacy"] = privacy  # client-level DP: epsilon spent so far at dp-delta
         return entry
 
     def _write_manifests(self) -> None:

@@ -59,3 +59,14 @@ def real_case_2023() -> Path:
 def real_case_2021() -> Path:
     """The same case renamed to the BraTS 2021 layout (_t1, _t1ce, _t2, _flair, _seg; ET = 4); read-only."""
     return _real_case("brats2021")
+
+
+# BraTS geometry (240x240x155, 1 mm, LPS): the fewest subjects a cohort may hold (3 on its one
+# site + 1 held out), about 8 s each; the e2e test regroups them into two sites.
+BRATS_GEOMETRY = {"n_sites": 1, "n_subjects": 3, "seed": 11, "n_test": 1, "geometry": "brats"}
+
+
+@pytest.fixture(scope="session")
+def brats_geometry_cohort(tmp_path_factory) -> Path:
+    """4 subjects on the BraTS grid (3 site subjects, 1 held out); read-only: copy it to change files."""
+    return _cohort(tmp_path_factory, BRATS_GEOMETRY)

@@ -15,9 +15,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from data_loaders.synthetic.geometry import Geometry
 from data_loaders.synthetic.parameters import FIELD_OF_VIEW_MM
 
 NOISE_CLIP = 3.0  # smooth texture fields are clipped to +-3 std, which bounds a tumour's reach
+COARSE_CELL_MM = FIELD_OF_VIEW_MM / 24  # node spacing of the coarse grid smooth noise is drawn on
 
 
 @dataclass(frozen=True)
@@ -79,31 +81,15 @@ def load_template(spacing_mm: float) -> Template:
     )
 
 
-def output_affine(shape: int) -> np.ndarray:
-    """RAS affine of the output cube: isotropic 192 mm / shape voxels, world origin at the centre."""
-    spacing = FIELD_OF_VIEW_MM / shape
-    affine = np.diag([spacing, spacing, spacing, 1.0])
-    affine[:3, 3] = -spacing * (shape - 1) / 2.0
-    return affine
-
-
-@functools.lru_cache(maxsize=2)
-def output_grid_mm(shape: int) -> torch.Tensor:
-    """World coordinates (X, Y, Z, 3) of every output voxel centre; shared, so never modify it in place."""
-
-    spacing = FIELD_OF_VIEW_MM / shape
-    axis = (torch.arange(shape, dtype=torch.float32) - (shape - 1) / 2.0) * spacing
-    return torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1)
-
-
-def random_anatomy(rng: np.random.Generator, shape: int) -> RandomAnatomy:
+def random_anatomy(rng: np.random.Generator, geometry: Geometry) -> RandomAnatomy:
     """Draw a subject's pose, elastic field and tumour texture, in this order, from ``rng``."""
 
     affine, translation = random_affine(rng)
-    elastic = smooth_noise(rng, 3, shape, correlation_mm=24.0) * rng.uniform(1.0, 2.5)
+    elastic = smooth_noise(rng, 3, geometry, correlation_mm=24.0) * rng.uniform(1.0, 2.5)
     # Oedema lobes are coarser than the core's and the necrosis's.
     texture = torch.cat(
-        [smooth_noise(rng, 1, shape, correlation_mm=16.0), smooth_noise(rng, 3, shape, correlation_mm=8.0)], dim=-1
+        [smooth_noise(rng, 1, geometry, correlation_mm=16.0), smooth_noise(rng, 3, geometry, correlation_mm=8.0)],
+        dim=-1,
     )
     return RandomAnatomy(affine, translation, elastic, texture.clamp(-NOISE_CLIP, NOISE_CLIP))
 
@@ -131,16 +117,20 @@ def rotation_matrix(angles: np.ndarray) -> np.ndarray:
     return rz @ ry @ rx
 
 
-def smooth_noise(rng: np.random.Generator, channels: int, shape: int, correlation_mm: float) -> torch.Tensor:
-    """Smooth unit-variance random fields (X, Y, Z, channels): blurred noise on a coarse grid, then trilinear."""
+def smooth_noise(rng: np.random.Generator, channels: int, geometry: Geometry, correlation_mm: float) -> torch.Tensor:
+    """Smooth unit-variance random fields (X, Y, Z, channels): blurred noise on a coarse grid, then trilinear.
+
+    The coarse grid has one node per ``COARSE_CELL_MM`` of field of view (24^3 for the 192 mm cube),
+    so a field's correlation length in mm is the same on every geometry.
+    """
     from scipy import ndimage
 
-    coarse_size = 24
-    sigma = correlation_mm / (FIELD_OF_VIEW_MM / coarse_size)
-    coarse = np.stack([ndimage.gaussian_filter(c, sigma) for c in rng.normal(size=(channels, *(coarse_size,) * 3))])
+    coarse_size = tuple(math.ceil(fov / COARSE_CELL_MM) for fov in geometry.field_of_view_mm)
+    sigma = correlation_mm / COARSE_CELL_MM
+    coarse = np.stack([ndimage.gaussian_filter(c, sigma) for c in rng.normal(size=(channels, *coarse_size))])
     coarse /= coarse.std(axis=(1, 2, 3), keepdims=True) + 1e-6
     fine = F.interpolate(
-        torch.from_numpy(coarse[None].astype(np.float32)), size=(shape,) * 3, mode="trilinear", align_corners=True
+        torch.from_numpy(coarse[None].astype(np.float32)), size=geometry.shape, mode="trilinear", align_corners=True
     )
     return fine[0].permute(1, 2, 3, 0).contiguous()
 
@@ -159,7 +149,7 @@ def sample_template(template: Template, source_mm: torch.Tensor) -> list[torch.T
 
 
 def inside_field_of_view(brain_mask: torch.Tensor) -> torch.Tensor:
-    """Clear the cube's outermost voxels: a rare large brain is cut like a field of view would cut it."""
+    """Clear the grid's outermost voxels: a rare large brain is cut like a field of view would cut it."""
 
     inner = torch.zeros_like(brain_mask)
     inner[1:-1, 1:-1, 1:-1] = True

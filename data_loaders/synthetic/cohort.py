@@ -50,6 +50,7 @@ def generate_cohort(
     shape: int = 64,
     n_test: int | None = None,
     progress: bool = True,
+    geometry: str = "cube",
 ) -> CohortInfo:
     """Write (or reuse) a synthetic cohort in ``out_dir``: the BraTS 2021 layout plus FeTS partition CSVs.
 
@@ -58,16 +59,18 @@ def generate_cohort(
         n_sites: Number of sites (partitions), run-config key ``synth-sites``.
         n_subjects: Site subjects over all sites, at least 3 per site (``synth-subjects``).
         seed: Non-negative seed; the same parameters give a byte-identical cohort (``synth-seed``).
-        shape: Edge length of the cubic volumes, at least 32 (``synth-shape``).
+        shape: Edge length of the cubic volumes, at least 32 (``synth-shape``); ignored by ``brats``.
         n_test: Held-out test subjects (``synth-test-subjects``); ``None`` for about 20%.
         progress: Show a progress bar while generating.
+        geometry: ``"cube"`` (``shape``^3 voxels over 192 mm, RAS) or ``"brats"`` (the BraTS grid:
+            240x240x155 voxels of 1 mm, LPS, brain placed as in SRI24; about 10 s a subject).
 
     Raises:
         ConfigError: a parameter out of range; the one-line message names its run-config key
             and ``fedtumor synth`` option (the error is also a ``ValueError``).
         ValueError: ``out_dir`` holds anything other than a cohort with exactly these parameters.
     """
-    params = validated_parameters(n_sites, n_subjects, seed, shape, n_test)
+    params = validated_parameters(n_sites, n_subjects, seed, shape, n_test, geometry)
     root = Path(out_dir).expanduser().resolve()
     info = CohortInfo(
         root=root,
@@ -158,7 +161,8 @@ def _describe(parameters: object, version: object) -> str:
         return "unreadable"
     names = {"n_sites": "sites", "n_subjects": "subjects", "n_test": "test", "seed": "seed", "shape": "shape"}
     shown = [f"{label}={parameters.get(key, '?')}" for key, label in names.items()]
-    return ", ".join([*shown, f"generator {version or '?'}"])
+    geometry = [f"geometry={parameters['geometry']}"] if "geometry" in parameters else []
+    return ", ".join([*shown, *geometry, f"generator {version or '?'}"])
 
 
 def _cohort_complete(root: Path, stored: dict) -> bool:

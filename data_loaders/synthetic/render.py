@@ -11,7 +11,8 @@ import numpy as np
 import torch
 import torchio as tio
 
-from data_loaders.synthetic.anatomy import output_affine
+from data_loaders.synthetic.bias_field import RandomSeparableBiasField
+from data_loaders.synthetic.geometry import volume_geometry
 from data_loaders.synthetic.parameters import MODALITIES, TISSUES, CohortParameters
 from data_loaders.synthetic.sites import SiteProfile
 from data_loaders.synthetic.tumour import ED, ET, NCR, SubjectMaps
@@ -74,7 +75,7 @@ def render_modalities(
     means = torch.from_numpy(tissue_means.astype(np.float32)) @ flat
     texture_std = TISSUE_TEXTURE_STD * flat[1:].square().sum(dim=0).sqrt()
     images = (means + texture_std * torch.randn(means.shape)).reshape(len(MODALITIES), *tissues.shape[1:])
-    subject = tio.Subject(mri=tio.ScalarImage(tensor=images, affine=output_affine(params.shape)))
+    subject = tio.Subject(mri=tio.ScalarImage(tensor=images, affine=volume_geometry(params).affine_array))
     subject = scanner_effects(profile, params.spacing_mm)(subject)
     # Magnitude images: noise folds at zero (roughly Rician) rather than clipping to it.
     return subject["mri"].data.abs().numpy() * profile.intensity_scale
@@ -89,7 +90,7 @@ def scanner_effects(profile: SiteProfile, spacing_mm: float) -> tio.Compose:
 
     transforms = [
         tio.RandomGamma(log_gamma=(profile.log_gamma - 0.05, profile.log_gamma + 0.05), copy=False),
-        tio.RandomBiasField(coefficients=profile.bias_coefficient, copy=False),
+        RandomSeparableBiasField(coefficients=profile.bias_coefficient, copy=False),
     ]
     thickness_factor = profile.slice_thickness_mm / spacing_mm
     slice_blur = [0.0, 0.0, 0.0]

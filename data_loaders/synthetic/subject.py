@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data_loaders.synthetic.anatomy import output_affine, random_anatomy
+from data_loaders.synthetic.anatomy import random_anatomy
+from data_loaders.synthetic.geometry import volume_geometry
 from data_loaders.synthetic.parameters import CohortParameters
 from data_loaders.synthetic.render import render_modalities, skull_stripped, subject_tissue_means, tissue_probabilities
 from data_loaders.synthetic.sites import SiteProfile, SubjectPlan
@@ -24,7 +25,7 @@ def synthesize_subject(
     """
     sequence = subject_sequence(params.seed, plan.index)
     rng = np.random.default_rng(sequence)
-    anatomy = random_anatomy(rng, params.shape)
+    anatomy = random_anatomy(rng, volume_geometry(params))
     tissue_means = subject_tissue_means(rng, profile)
     maps = anatomy_with_tumour(rng, anatomy, profile, params, plan.subject_id)
     tissues = tissue_probabilities(maps, anatomy.texture[..., 3])
@@ -36,7 +37,7 @@ def synthesize_subject(
 def write_subject(root: Path, plan: SubjectPlan, profile: SiteProfile, params: CohortParameters) -> dict:
     """Generate one subject, write its five NIfTI files and return its cohort.json record."""
     images, seg = synthesize_subject(plan, profile, params)
-    save_subject(root / plan.subject_id, plan.subject_id, images, seg, output_affine(params.shape))
+    save_subject(root / plan.subject_id, plan.subject_id, images, seg, volume_geometry(params).affine_array)
     voxel_ml = params.spacing_mm**3 / 1000.0
     volumes = {
         name: round(float((seg == value).sum() * voxel_ml), 3) for name, value in (("NCR", NCR), ("ED", ED), ("ET", ET))

@@ -18,10 +18,10 @@ from data_loaders.synthetic.anatomy import (
     Template,
     inside_field_of_view,
     load_template,
-    output_grid_mm,
     sample_template,
 )
-from data_loaders.synthetic.parameters import FIELD_OF_VIEW_MM, CohortParameters
+from data_loaders.synthetic.geometry import Geometry, grid_mm, volume_geometry
+from data_loaders.synthetic.parameters import CohortParameters
 from data_loaders.synthetic.sites import SiteProfile
 
 # BraTS 2021 label values.
@@ -66,14 +66,15 @@ def anatomy_with_tumour(
     """Place a tumour, deform the template around it and label it; redraw a tumour the brain squeezes away."""
 
     template = load_template(params.spacing_mm)
-    grid_mm = output_grid_mm(params.shape)
+    geometry = volume_geometry(params)
+    output_mm = grid_mm(geometry)
     for _ in range(TUMOUR_ATTEMPTS):
         tumour = random_tumour(rng, template, profile, anatomy.affine, anatomy.translation)
-        source_mm = mass_effect(grid_mm, tumour) @ torch.from_numpy(anatomy.affine.T.astype(np.float32))
+        source_mm = mass_effect(output_mm, tumour) @ torch.from_numpy(anatomy.affine.T.astype(np.float32))
         source_mm += torch.from_numpy(anatomy.translation.astype(np.float32)) + anatomy.elastic_mm
         csf, gm, wm, brain = sample_template(template, source_mm)
         brain_mask = inside_field_of_view(brain > 0.5)
-        seg = tumour_labels(grid_mm, tumour, anatomy.texture, wm, csf, brain_mask)
+        seg = tumour_labels(output_mm, geometry, tumour, anatomy.texture, wm, csf, brain_mask)
         if (seg > 0).sum() * params.spacing_mm**3 >= MIN_WT_ML * 1000:
             return SubjectMaps(csf, gm, wm, brain_mask, seg)
     raise RuntimeError(f"{subject_id}: no tumour of at least {MIN_WT_ML} mL fits after {TUMOUR_ATTEMPTS} attempts")
@@ -133,11 +134,12 @@ def mass_effect(grid_mm: torch.Tensor, tumour: TumourShape) -> torch.Tensor:
     return centre + offset * (1.0 - tumour.mass_effect * torch.exp(-squared / (2.0 * sigma**2)))
 
 
-def tumour_box(tumour: TumourShape, shape: int) -> tuple[slice, slice, slice]:
+def tumour_box(tumour: TumourShape, geometry: Geometry) -> tuple[slice, slice, slice]:
     """Voxel box that holds every voxel the whole tumour can reach (saves work on big volumes)."""
-    spacing = FIELD_OF_VIEW_MM / shape
+    spacing = geometry.spacing_mm
     reach = WT_REACH * tumour.wt_radii_mm.max() + 2 * spacing
-    centre = tumour.centre_mm / spacing + (shape - 1) / 2.0
+    centre = geometry.voxel_of(tumour.centre_mm)
+    shape = np.asarray(geometry.shape)
     low = np.clip(np.floor(centre - reach / spacing), 0, shape).astype(int)
     high = np.clip(np.ceil(centre + reach / spacing) + 1, 0, shape).astype(int)
     return tuple(slice(lo, hi) for lo, hi in zip(low, high))
@@ -145,6 +147,7 @@ def tumour_box(tumour: TumourShape, shape: int) -> tuple[slice, slice, slice]:
 
 def tumour_labels(
     grid_mm: torch.Tensor,
+    geometry: Geometry,
     tumour: TumourShape,
     texture: torch.Tensor,
     wm: torch.Tensor,
@@ -155,7 +158,7 @@ def tumour_labels(
     from scipy import ndimage
 
     full_shape = tuple(brain_mask.shape)
-    box = tumour_box(tumour, full_shape[0])
+    box = tumour_box(tumour, geometry)
     grid_mm, texture, wm, csf, brain_mask = grid_mm[box], texture[box], wm[box], csf[box], brain_mask[box]
     rotation = torch.from_numpy(tumour.rotation.astype(np.float32))
 

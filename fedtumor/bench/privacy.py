@@ -1,24 +1,22 @@
-"""The privacy audit's measures: a membership-inference attack's AUC and the nominal epsilon of DP training.
+"""The privacy audit's measures: a membership-inference attack's AUC and the epsilon a DP run spent.
 
 The attack is the loss threshold of Yeom et al. 2018: a subject whose whole-volume loss is low
 is guessed to be one the sites trained on. Its AUC is 0.5 for guessing and 1 when every member
 is identified.
 
-The nominal epsilon is what Flower's noise calibration implies for equal site weights and no
-sampling amplification: T rounds of a Gaussian mechanism with noise multiplier z compose to
-mu-GDP with mu = sqrt(T) / z (Dong, Roth, Su 2022), converted to (epsilon, delta).
+The epsilon is not computed here: the run's ServerApp composed every noised round into Flower's
+RDP accountant and wrote the total to summary.json (``fedtumor/federation/privacy.py``);
+:func:`spent_epsilon` reads it.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
-from scipy.optimize import brentq
-from scipy.special import log_ndtr, ndtr
 from scipy.stats import rankdata
-
-DELTA = 1e-5
 
 
 def attack_auc(member_losses, nonmember_losses) -> float:
@@ -43,15 +41,11 @@ def auc_standard_error(auc: float, n_members: int, n_others: int) -> float:
     return math.sqrt(max(variance, 0.0))
 
 
-def nominal_epsilon(noise_multiplier: float, rounds: int, delta: float = DELTA) -> float:
-    """Epsilon at ``delta`` of ``rounds`` Gaussian releases with this noise multiplier (inf when 0)."""
-    if noise_multiplier <= 0:
-        return math.inf
-    mu = math.sqrt(rounds) / noise_multiplier
-
-    def delta_of(eps: float) -> float:  # mu-GDP to (eps, delta), in log space for large mu
-        return float(ndtr(-eps / mu + mu / 2) - math.exp(eps + log_ndtr(-eps / mu - mu / 2))) - delta
-
-    if delta_of(0.0) <= 0:
-        return 0.0
-    return float(brentq(delta_of, 0.0, mu**2 / 2 + 10 * mu + 10, xtol=1e-6))
+def spent_epsilon(summary: Mapping[str, Any]) -> tuple[float, float | None]:
+    """(epsilon spent, its delta) from a run's summary.json; (inf, None) for a run without DP."""
+    dp = summary.get("differential_privacy") or {}
+    if not dp.get("enabled"):
+        return math.inf, None
+    if dp.get("epsilon_spent") is None:
+        raise ValueError("summary.json of this DP run has no epsilon_spent (written by an older fedtumor)")
+    return float(dp["epsilon_spent"]), float(dp["delta"])

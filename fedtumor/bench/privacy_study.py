@@ -3,8 +3,10 @@
 Each setting (noise multiplier, clipping norm; noise 0 is DP off) trains the global model
 through a real simulation of the app on a synthetic cohort; the final model is then attacked
 (:mod:`fedtumor.bench.privacy`). Members are the sites' training subjects; non-members are
-their validation subjects (same sites and scanners, never trained on). The results, one
-:class:`Row` per setting, are written as markdown, CSV, JSON and a PNG.
+their validation subjects (same sites and scanners, never trained on). The epsilon of each
+setting is the one its run spent, read from its summary.json (Flower's RDP accountant, composed
+by the ServerApp each round). The results, one :class:`Row` per setting, are written as
+markdown, CSV, JSON and a PNG.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedtumor.bench.privacy import DELTA, attack_auc, auc_standard_error, nominal_epsilon
+from fedtumor.bench.privacy import attack_auc, auc_standard_error, spent_epsilon
 from fedtumor.core.config import RunConfig, read_run_config
 from fedtumor.core.metrics import mean_dice
 from fedtumor.deployment.simulation import simulation_command
@@ -71,7 +73,8 @@ class Row:
     setting: str
     noise_multiplier: float
     clipping_norm: float | None
-    epsilon: float
+    epsilon: float  # spent by the run (summary.json); inf without DP
+    delta: float | None
     dice_et: float
     dice_tc: float
     dice_wt: float
@@ -116,6 +119,9 @@ def finished_with(run_dir: Path, wanted: RunConfig, n_sites: int) -> bool:
     if not (run_dir / SUMMARY_FILE).is_file() or not (run_dir / FINAL_MODEL_FILE).is_file():
         return False
     saved = json.loads((run_dir / CONFIG_FILE).read_text())["config"]
+    accounted = (read_summary(run_dir) or {}).get("differential_privacy", {})
+    if wanted.dp_noise_multiplier > 0 and "epsilon_spent" not in accounted:
+        return False  # written before the ServerApp accounted epsilon
     return saved.get("num-nodes") == n_sites and all(
         saved.get(key) == value for key, value in wanted.to_run_config().items()
     )
@@ -183,12 +189,14 @@ def run_audit(plan: AuditPlan, cohort: Path, out: Path, app_dir: Path, env: dict
         final = summary["final"]
         auc = attack_auc(member_losses, other_losses)
         dp = setting.noise_multiplier > 0
+        epsilon, delta = spent_epsilon(summary)
         rows.append(
             Row(
                 setting=setting.name,
                 noise_multiplier=setting.noise_multiplier,
                 clipping_norm=setting.clipping_norm if dp else None,
-                epsilon=nominal_epsilon(setting.noise_multiplier, plan.rounds),
+                epsilon=epsilon,
+                delta=delta,
                 dice_et=final["dice_et"],
                 dice_tc=final["dice_tc"],
                 dice_wt=final["dice_wt"],
@@ -211,12 +219,12 @@ def run_audit(plan: AuditPlan, cohort: Path, out: Path, app_dir: Path, env: dict
 
 def format_table(rows: list[Row]) -> str:
     lines = [
-        "| setting | noise multiplier | clipping norm | nominal ε (δ=1e-5) | Dice ET | Dice TC | Dice WT | "
+        "| setting | noise multiplier | clipping norm | ε spent (RDP) at δ | Dice ET | Dice TC | Dice WT | "
         "mean Dice | attack AUC ± SE | members / non-members | mean loss members / non-members |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        eps = "∞" if math.isinf(r.epsilon) else f"{r.epsilon:.3g}"
+        eps = "∞" if math.isinf(r.epsilon) else f"{r.epsilon:.3g} at {r.delta:g}"
         clip = "-" if r.clipping_norm is None else f"{r.clipping_norm:g}"
         lines.append(
             f"| {r.setting} | {r.noise_multiplier:g} | {clip} | {eps} | {r.dice_et:.3f} | {r.dice_tc:.3f} | "
@@ -241,7 +249,6 @@ def write_outputs(rows: list[Row], out: Path, command: str, plan: AuditPlan, set
     payload = {
         "command": command,
         "settings": settings,
-        "delta": DELTA,
         "rows": [{**asdict(r), "epsilon": None if math.isinf(r.epsilon) else r.epsilon} for r in rows],
     }
     report_json.write_text(json.dumps(payload, indent=2) + "\n")

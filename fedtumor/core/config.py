@@ -30,6 +30,7 @@ MODEL_NAMES = ("unet", "segresnet", "dynunet", "fets-resunet")
 LOSS_NAMES = ("dice", "dicece")
 DEVICE_NAMES = ("auto", "cpu", "cuda")
 SYNTH_SHAPES = (64, 96, 128)
+SYNTH_GEOMETRIES = ("cube", "brats")  # data_loaders/synthetic/geometry.py
 
 
 @dataclass(frozen=True)
@@ -59,9 +60,10 @@ class RunConfig:
     # Simulated time (fedtumor/federation/simulated_time.py): profiles CSV ("" = seeded per site id), budget
     site_profiles: str = ""
     time_budget_s: float = 604800.0
-    # Client-level differential privacy (fedtumor/federation/privacy.py): 0 noise = off
+    # Client-level differential privacy (fedtumor/federation/privacy.py): 0 noise = off; epsilon reported at dp-delta
     dp_noise_multiplier: float = 0.0
     dp_clipping_norm: float = 1.0
+    dp_delta: float = 1e-5
     # Local training
     local_epochs: int = 1
     learning_rate: float = 0.01
@@ -88,6 +90,7 @@ class RunConfig:
     synth_test_subjects: int = 6
     synth_seed: int = 0
     synth_shape: int = 64
+    synth_geometry: str = "cube"  # "brats": 240x240x155 at 1 mm, LPS (synth-shape then unused)
     # Output and runtime
     output_dir: str = ""
     run_name: str = ""
@@ -107,6 +110,7 @@ class RunConfig:
             "time-budget-s": 0 < self.time_budget_s < float("inf"),
             "dp-noise-multiplier": 0.0 <= self.dp_noise_multiplier < float("inf"),
             "dp-clipping-norm": 0.0 < self.dp_clipping_norm < float("inf"),
+            "dp-delta": 0.0 < self.dp_delta < 1.0,
             "local-epochs": self.local_epochs >= 1,
             "learning-rate": self.learning_rate > 0,
             "batch-size": self.batch_size >= 1,
@@ -126,6 +130,7 @@ class RunConfig:
             "loss": (self.loss, LOSS_NAMES),
             "device": (self.device, DEVICE_NAMES),
             "synth-shape": (self.synth_shape, SYNTH_SHAPES),
+            "synth-geometry": (self.synth_geometry, SYNTH_GEOMETRIES),
         }
         for key, ok in checks.items():
             if not ok:

@@ -66,7 +66,18 @@ def simulate(
     flwr_home: Path | None,
     ray_address: str | None = None,
 ) -> int:
-    """Simulate the Flower app in ``app_dir``: 0 when the run finished completed, 1 when not, 2 for bad input."""
+    """Simulate the Flower app in ``app_dir``: 0 when the run finished completed, 1 when not, 2 for bad input.
+
+    ``run_config`` is overrides (``"num-server-rounds=2"``) or, as for ``flwr run``, one TOML file
+    (``presets/brats-1mm.toml``), relative to the current folder.
+    """
+    if run_config.strip().endswith(".toml"):
+        # `flwr run` runs in app_dir: hand it the file's absolute path.
+        preset = Path(run_config.strip()).expanduser().resolve()
+        if not preset.is_file():
+            print(f"error: --run-config file {preset} not found", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        run_config = str(preset)
     if problem := validate_run_config(run_config, app_dir):
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -110,7 +121,11 @@ def build_parser(description: str, app_dir: Path | None) -> argparse.ArgumentPar
     """The simulation's options; ``--app-dir`` only when the caller does not fix the app folder."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num-supernodes", type=int, default=4, help="simulated sites (default 4)")
-    parser.add_argument("--run-config", default="", help='overrides, e.g. "num-server-rounds=2 local-epochs=1"')
+    parser.add_argument(
+        "--run-config",
+        default="",
+        help='overrides, e.g. "num-server-rounds=2 local-epochs=1", or one TOML file, e.g. presets/brats-1mm.toml',
+    )
     parser.add_argument("--num-cpus", type=int, default=1, help="CPUs per simulated ClientApp")
     parser.add_argument("--num-gpus", type=float, default=0.0, help="GPU fraction per simulated ClientApp")
     parser.add_argument("--flwr-home", type=Path, default=None, help="keep Flower's state here (default: temp)")

@@ -1,9 +1,9 @@
 """summary.json of a run, read from its ledger.
 
 Strategy and its parameters, rounds, wall time, the sites and their training subjects, every
-failed reply, the data manifests, the DP settings, the final and best held-out scores and,
-with site profiles, the simulated time, the time budget and the FeTS ``convergence_score`` of
-the held-out mean Dice over simulated time.
+failed reply, the data manifests, the DP settings (with DP on, the epsilon spent after each
+round), the final and best held-out scores and, with site profiles, the simulated time, the
+time budget and the FeTS ``convergence_score`` of the held-out mean Dice over simulated time.
 
 ``status`` is ``completed``, or ``failed`` for a run that stopped early: then ``error`` (one
 line) and ``last_completed_round`` say why and where, and the rest is what the completed
@@ -15,13 +15,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from flwr.serverapp.strategy import Strategy
+
 from fedtumor.core.config import RunConfig
 from fedtumor.core.metrics import mean_dice
+from fedtumor.core.training import SUMMARY_METRICS
 from fedtumor.federation.ledger import SiteLedger
 from fedtumor.federation.privacy import privacy_summary
 from fedtumor.federation.simulated_time import convergence_score
-
-SUMMARY_METRICS = ("dice_et", "dice_tc", "dice_wt", "hd95_et", "hd95_tc", "hd95_wt")
 
 
 def site_subjects(ledger: SiteLedger) -> dict[str, float]:
@@ -43,8 +44,12 @@ def run_summary(
     *,
     error: str | None = None,
     last_completed_round: int | None = None,
+    strategy: Strategy | None = None,
 ) -> dict[str, Any]:
-    """The run's summary; with ``error`` that of a run that stopped after ``last_completed_round``."""
+    """The run's summary; with ``error`` that of a run that stopped after ``last_completed_round``.
+
+    ``strategy`` is the one the run used: with client-level DP its accountant gives the epsilon spent.
+    """
     history = ledger.test_history
     summary: dict[str, Any] = {
         "status": "completed" if error is None else "failed",
@@ -56,7 +61,7 @@ def run_summary(
         "sites": site_subjects(ledger),
         "failed_replies": ledger.failures,
         "data_manifests": {site: hashes[-1] for site, hashes in sorted(ledger.manifests.items())},
-        "differential_privacy": privacy_summary(config),
+        "differential_privacy": privacy_summary(config, strategy),
     }
     if error is not None:
         summary["error"] = " ".join(error.split())

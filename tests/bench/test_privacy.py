@@ -1,15 +1,19 @@
-"""The privacy audit's attack AUC, its standard error and the nominal epsilon, on hand-computed cases."""
+"""The privacy audit's attack AUC and its standard error on hand-computed cases; the epsilon from summary.json."""
 
+import json
 import math
 
 import pytest
-from scipy.stats import norm
 
 from fedtumor.bench import privacy
 from fedtumor.bench.privacy_study import AuditPlan, Setting, finished_with
-from fedtumor.core.config import read_run_config
+from fedtumor.core.config import RunConfig, read_run_config
+from fedtumor.federation.conformance import as_serverapp
+from fedtumor.federation.ledger import SiteLedger
+from fedtumor.federation.summary import run_summary
 from fedtumor.run.files import FINAL_MODEL_FILE, SUMMARY_FILE
 from fedtumor.run.writer import RunWriter
+from tests.federation.test_privacy_accounting import EQUAL, dp_config, dp_strategy, train_round
 
 
 @pytest.mark.parametrize(
@@ -38,20 +42,22 @@ def test_auc_standard_error_follows_hanley_mcneil():
     assert privacy.auc_standard_error(1.0, 10, 10) == 0.0
 
 
-def test_nominal_epsilon_solves_the_gaussian_dp_delta_equation():
-    for noise_multiplier, rounds in [(1.0, 1), (2.0, 5), (0.5, 3)]:
-        eps = privacy.nominal_epsilon(noise_multiplier, rounds, delta=1e-5)
-        mu = math.sqrt(rounds) / noise_multiplier
-        delta = norm.cdf(-eps / mu + mu / 2) - math.exp(eps) * norm.cdf(-eps / mu - mu / 2)
-        assert delta == pytest.approx(1e-5, rel=1e-3)
+def test_the_epsilon_is_read_from_the_runs_summary():
+    config = dp_config(1.0, dp_delta=1e-6)
+    ledger = SiteLedger()
+    strategy = dp_strategy(config, ledger)
+    with as_serverapp():
+        train_round(strategy, 1, EQUAL)
+    written = run_summary(ledger, config, 3, 1.0, {}, strategy=strategy)
+    summary = json.loads(json.dumps(written))  # as read back from summary.json
+    assert privacy.spent_epsilon(summary) == (strategy.privacy_so_far()["epsilon"], 1e-6)
+    off = run_summary(SiteLedger(), RunConfig(min_available_nodes=1), 3, 1.0, {})
+    assert privacy.spent_epsilon(off) == (math.inf, None)
 
 
-def test_more_noise_gives_a_smaller_epsilon_and_no_noise_none_at_all():
-    values = [privacy.nominal_epsilon(z, 5) for z in (0.03, 0.3, 1.0, 3.0)]
-    assert values == sorted(values, reverse=True) and values[-1] > 0
-    assert privacy.nominal_epsilon(0.0, 5) == math.inf
-    # Very little noise: huge epsilon, still finite (computed in log space).
-    assert 1e3 < privacy.nominal_epsilon(0.003, 3) < math.inf
+def test_a_dp_summary_without_epsilon_is_refused():
+    with pytest.raises(ValueError, match="no epsilon_spent"):
+        privacy.spent_epsilon({"differential_privacy": {"enabled": True, "noise_multiplier": 1.0}})
 
 
 def test_the_audit_runs_no_dp_once_and_every_dp_setting_with_every_clipping_norm():
@@ -71,3 +77,14 @@ def test_only_a_finished_run_of_the_same_config_and_sites_is_reused(tmp_path):
     assert finished_with(writer.run_dir, config, 3)
     assert not finished_with(writer.run_dir, config, 2)
     assert not finished_with(writer.run_dir, config.replace(seed=4), 3)
+
+
+def test_a_dp_run_without_an_accounted_epsilon_is_run_again(tmp_path):
+    config = read_run_config("num-server-rounds=2 dp-noise-multiplier=0.5")
+    writer = RunWriter(tmp_path / "run")
+    writer.write_config({**config.to_run_config(), "num-nodes": 3})
+    (writer.run_dir / FINAL_MODEL_FILE).write_bytes(b"model")
+    writer.write_summary({"final": {}, "differential_privacy": {"enabled": True}})  # before epsilon was accounted
+    assert not finished_with(writer.run_dir, config, 3)
+    writer.write_summary({"final": {}, "differential_privacy": {"enabled": True, "epsilon_spent": 3.0}})
+    assert finished_with(writer.run_dir, config, 3)

@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from data_loaders.site import ensure_synthetic_cohort, synthetic_cohort_dir
 from data_loaders.synthetic import GENERATOR_VERSION, MODALITIES, CohortInfo, generate_cohort
-from data_loaders.synthetic.anatomy import output_affine
+from data_loaders.synthetic.geometry import output_affine
 from data_loaders.synthetic.parameters import CohortParameters, validated_parameters
 from data_loaders.synthetic.sites import SubjectPlan, draw_site_profile, long_tail_site_sizes, plan_subjects
 from data_loaders.synthetic.subject import synthesize_subject

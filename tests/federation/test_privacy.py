@@ -171,8 +171,9 @@ def test_the_wrapper_forwards_the_resume_state_and_nothing_else(monkeypatch):
     loaded = []
     monkeypatch.setattr(inner, "state_dict", lambda: {"learnt": 1})
     monkeypatch.setattr(inner, "load_state_dict", loaded.append)
-    assert strategy.state_dict() == {"learnt": 1}
-    strategy.load_state_dict({"learnt": 2})
+    saved = strategy.state_dict()
+    assert saved["strategy"] == {"learnt": 1}  # next to the accountant's state
+    strategy.load_state_dict({**saved, "strategy": {"learnt": 2}})
     assert loaded == [{"learnt": 2}]
     assert inner.proximal_mu == 0.5 and inner.options.client_hook_name == "fedprox"
     assert (strategy.noise_multiplier, strategy.clipping_norm) == (1.0, 2.0)
@@ -211,6 +212,7 @@ def test_averaging_strategies_are_wrapped(name):
         ("dp-noise-multiplier", float("inf"), "out of range"),
         ("dp-clipping-norm", 0.0, "out of range"),
         ("dp-clipping-norm", "1.0", "expected float, got str"),
+        ("dp-delta", 1.0, "out of range"),
     ],
 )
 def test_bad_dp_settings_are_named(key, value, message):
@@ -224,9 +226,15 @@ def test_summary_reports_the_dp_settings():
         "mechanism": None,
         "noise_multiplier": 0.0,
         "clipping_norm": None,
+        "accounting": None,
+        "delta": None,
+        "epsilon_spent": None,
+        "releases": 0,
+        "rounds": [],
     }
-    on = privacy_summary(RunConfig(dp_noise_multiplier=0.8, dp_clipping_norm=5.0))
+    on = privacy_summary(RunConfig(dp_noise_multiplier=0.8, dp_clipping_norm=5.0, dp_delta=1e-6))
     assert on["enabled"] and on["noise_multiplier"] == 0.8 and on["clipping_norm"] == 5.0
+    assert on["delta"] == 1e-6 and on["epsilon_spent"] == 0.0 and on["releases"] == 0  # no round run yet
 
 
 def test_dp_keys_are_documented():
