@@ -62,7 +62,8 @@ def _site(config: RunConfig, context: Context) -> SiteData:
     key = (tuple(sorted(config.to_run_config().items())), tuple(sorted(context.node_config.items())))
     if key not in _site_cache:
         _site_cache.clear()  # one site per process at a time
-        _site_cache[key] = load_site(config, context.node_config)
+        # The data check's warnings (not BraTS-preprocessed, unplaced files) reach the node's log, once.
+        _site_cache[key] = load_site(config, context.node_config, on_warning=log.warning)
     return _site_cache[key]
 
 

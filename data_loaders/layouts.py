@@ -43,6 +43,8 @@ class SubjectFiles:
     label: Path | None
     layout: str  # "brats2021" (incl. FeTS 2022 with _t1gd) or "brats2023"
     missing: tuple[str, ...]  # canonical modalities not found
+    # NIfTI files in the folder that name no modality of this layout ("_fla", or "_t1c" in a 2021 folder)
+    unplaced: tuple[Path, ...] = ()
 
     def expected_name(self, modality: str) -> str:
         """The file name this layout expects for ``modality`` (canonical name or "seg")."""
@@ -55,6 +57,11 @@ def expected_name(subject_id: str, modality: str, layout: str) -> str:
         raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
     suffix = next(s for s, canonical in SUFFIXES[layout].items() if canonical == modality)
     return f"{subject_id}{SEPARATORS[layout]}{suffix}.nii.gz"
+
+
+def expected_names(subject_id: str, layout: str) -> list[str]:
+    """Every file name ``layout`` expects in a subject folder: the four modalities, then the segmentation."""
+    return [expected_name(subject_id, modality, layout) for modality in (*MODALITIES, "seg")]
 
 
 def _is_hidden(path: Path) -> bool:
@@ -105,10 +112,12 @@ def find_subject(folder: Path) -> SubjectFiles:
     layout = _guess_layout([suffix for _, suffix, _ in scans])
     table = SUFFIXES[layout]
     chosen: dict[str, tuple[tuple, Path]] = {}
+    placed: set[Path] = set()
     for path, suffix, prefix in scans:
         canonical = table.get(suffix)
-        if canonical is None:  # a file of the other layout; validation reports the modality as missing
+        if canonical is None:  # a file of the other layout: listed as unplaced, its modality missing
             continue
+        placed.add(path)
         rank = _preference(path, prefix, subject_id, suffix)
         if canonical not in chosen or rank < chosen[canonical][0]:
             chosen[canonical] = (rank, path)
@@ -116,8 +125,15 @@ def find_subject(folder: Path) -> SubjectFiles:
     images = {m: chosen[m][1] for m in MODALITIES if m in chosen}
     label = chosen["seg"][1] if "seg" in chosen else None
     missing = tuple(m for m in MODALITIES if m not in images)
+    unplaced = tuple(path for path in _scan_files(folder) if path not in placed)
     return SubjectFiles(
-        subject_id=subject_id, folder=folder, images=images, label=label, layout=layout, missing=missing
+        subject_id=subject_id,
+        folder=folder,
+        images=images,
+        label=label,
+        layout=layout,
+        missing=missing,
+        unplaced=unplaced,
     )
 
 

@@ -10,6 +10,11 @@ too (a problem each). Partitions with no subject here, and subjects here that th
 list (held-out test cases, say), are notes, not problems: a site folder holds only its own
 partition of a federation-wide CSV.
 
+Warnings (:class:`DataWarning`) are what still runs but should not: a case that does not look
+like BraTS preprocessing (``onboarding``), and files that name no modality (listed with the names
+expected). They fail ``check-data`` only with ``--strict``. ``labels=False`` checks a site without
+segmentations: images only, a segmentation present is not opened.
+
 ``fedtumor check-data`` (run by the hospital itself) names files by their full path; what a
 deployed site sends to the server names them relative to its ``data-dir``
 (:meth:`Problem.relative_to`, :func:`relative_to_folder`).
@@ -20,14 +25,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Self
 
 import nibabel as nib
 import numpy as np
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
-from data_loaders.layouts import MODALITIES, SubjectFiles, discover_subjects, expected_name
+from data_loaders import onboarding
+from data_loaders.layouts import MODALITIES, SubjectFiles, discover_subjects, expected_name, expected_names
 from data_loaders.partitions import partition_ids, read_partitions
 from fedtumor.core.errors import DataError
 from fedtumor.core.ordering import natural_key
@@ -38,9 +42,7 @@ _MAX_LISTED = 8  # values or ids listed in one message before "+N more"
 
 
 @dataclass
-class Problem:
-    """One thing wrong with the data; ``str()`` is one line naming the subject and the file."""
-
+class _Finding:
     subject: str
     file: Path | None
     message: str
@@ -50,12 +52,25 @@ class Problem:
         # Collapsing whitespace keeps it one line even when an exception's text had newlines.
         return " ".join(str(DataError(self.message, subject=self.subject, path=self.file)).split())
 
-    def relative_to(self, root: Path) -> Problem:
-        """The same problem with its file, and any path in its message, named relative to ``root``."""
+    def relative_to(self, root: Path) -> Self:
+        """The same finding with its file, and any path in its message, named relative to ``root``."""
         file = self.file
         if file is not None:
             file = file.relative_to(root) if file.is_relative_to(root) else Path(file.name)
         return replace(self, file=file, message=relative_to_folder(self.message, root))
+
+
+@dataclass
+class Problem(_Finding):
+    """One thing wrong with the data; ``str()`` is one line naming the subject and the file."""
+
+
+@dataclass
+class DataWarning(_Finding):
+    """Data that runs but should not be trusted as it is (not BraTS-preprocessed, a file ignored).
+
+    ``str()`` is one line naming the subject and the file, as for :class:`Problem`.
+    """
 
 
 def relative_to_folder(text: str, root: Path) -> str:
@@ -86,6 +101,7 @@ class SubjectCheck:
     spacing: tuple | None  # voxel size in mm of the reference image
     labels: tuple[int, ...]  # label values present in the segmentation (empty when unread)
     problems: list[Problem]
+    warnings: list[DataWarning] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -99,6 +115,7 @@ class DataReport:
     root: Path
     subjects: list[SubjectCheck]
     problems: list[Problem]
+    warnings: list[DataWarning] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # worth knowing, not wrong (see module docstring)
     partitions: Path | None = None
 
@@ -151,28 +168,57 @@ def _label_problems(values: np.ndarray, layout: str) -> list[str]:
     return messages
 
 
-def check_subject(files: SubjectFiles, require_label: bool = True) -> SubjectCheck:
-    """Open every file of one subject and return all problems found (never raises for bad data)."""
+def _expected_listing(files: SubjectFiles) -> list[str]:
+    names = expected_names(files.subject_id, files.layout)
+    if files.layout == "brats2021":  # FeTS 2022 names the contrast-enhanced T1 "_t1gd"; either is accepted
+        names[1] += f" (or {files.subject_id}_t1gd.nii.gz)"
+    return names
+
+
+def check_subject(
+    files: SubjectFiles, require_label: bool = True, labels: bool = True, onboarding_checks: bool = True
+) -> SubjectCheck:
+    """Open every file of one subject and return all problems and warnings found (never raises for bad data).
+
+    ``require_label=False``: a missing segmentation is fine, one present is still checked.
+    ``labels=False``: images only; the segmentation is neither required nor opened.
+    ``onboarding_checks=False``: no BraTS-preprocessing warnings (a loader that only needs the problems).
+
+    Example:
+        >>> from data_loaders.layouts import find_subject
+        >>> check = check_subject(find_subject("/data/site-a/BraTS2021_00001"))  # doctest: +SKIP
+        >>> [str(p) for p in check.problems], [str(w) for w in check.warnings]  # doctest: +SKIP
+    """
     subject = files.subject_id
     problems: list[Problem] = []
+    warnings: list[DataWarning] = []
+    unplaced = ", ".join(path.name for path in files.unplaced)
 
     def problem(path: Path | None, message: str) -> None:
         problems.append(Problem(subject, path, message))
+
+    def warn(path: Path, message: str | None) -> None:
+        if message is not None and onboarding_checks:
+            warnings.append(DataWarning(subject, path, message))
 
     for modality in files.missing:
         expected = expected_name(subject, modality, files.layout)
         # FeTS 2022 names the contrast-enhanced T1 "_t1gd"; either name is accepted.
         alternative = f" or {subject}_t1gd.nii.gz" if modality == "t1ce" and files.layout == "brats2021" else ""
-        problem(files.folder / expected, f"missing {modality} image (expected {expected}{alternative})")
-    if files.label is None and require_label:
+        ignored = f"; files here that name no modality: {unplaced}" if unplaced else ""
+        problem(files.folder / expected, f"missing {modality} image (expected {expected}{alternative}{ignored})")
+    if files.label is None and require_label and labels:
         expected = expected_name(subject, "seg", files.layout)
         problem(files.folder / expected, f"missing segmentation (expected {expected})")
+    for path in files.unplaced:
+        warn(path, onboarding.unplaced_file_warning(files.layout, _expected_listing(files)))
 
     to_read = [(m, files.images[m]) for m in MODALITIES if m in files.images]
-    if files.label is not None:
+    if files.label is not None and labels:
         to_read.append(("seg", files.label))
 
     reference: tuple[Path, tuple[int, ...], np.ndarray, tuple] | None = None  # path, shape, affine, spacing
+    grid_checked = False
     label_values: tuple[int, ...] = ()
     for modality, path in to_read:
         image, data, error = _read_volume(path)
@@ -186,8 +232,8 @@ def check_subject(files: SubjectFiles, require_label: bool = True) -> SubjectChe
         if shape is None:
             problem(path, f"not a 3D volume: shape {tuple(data.shape)}")
             continue
+        spacing = tuple(round(float(z), 4) for z in image.header.get_zooms()[:3])
         if reference is None:
-            spacing = tuple(round(float(z), 4) for z in image.header.get_zooms()[:3])
             reference = (path, shape, image.affine, spacing)
         else:
             ref_path, ref_shape, ref_affine, _ = reference
@@ -206,14 +252,24 @@ def check_subject(files: SubjectFiles, require_label: bool = True) -> SubjectChe
             for message in _label_problems(values, files.layout):
                 problem(path, message)
             label_values = tuple(int(v) for v in values.tolist() if np.isfinite(v) and v == round(v))
+            continue
+        if not onboarding_checks or not all(z > 0 for z in spacing):  # a zero voxel side: TorchIO reports it
+            continue
+        if not grid_checked:  # the subject's grid and voxel size, once, on its first readable image
+            grid_checked = True
+            warn(path, onboarding.grid_warning(shape))
+            warn(path, onboarding.spacing_warning(spacing))
+        warn(path, onboarding.skull_strip_warning(data, spacing))
 
     shape, spacing = (reference[1], reference[3]) if reference else (None, None)
-    return SubjectCheck(subject=files, shape=shape, spacing=spacing, labels=label_values, problems=problems)
+    return SubjectCheck(
+        subject=files, shape=shape, spacing=spacing, labels=label_values, problems=problems, warnings=warnings
+    )
 
 
 def validate_or_raise(files: SubjectFiles, require_label: bool = True) -> None:
     """Raise DataError with the first problem of this subject (for loaders); return when clean."""
-    check = check_subject(files, require_label=require_label)
+    check = check_subject(files, require_label=require_label, onboarding_checks=False)
     if check.problems:
         first = check.problems[0]
         raise DataError(first.message, subject=first.subject, path=first.file)
@@ -249,16 +305,25 @@ def _partition_findings(subjects: list[SubjectFiles], csv_path: Path) -> tuple[l
     return problems, notes
 
 
-def check_data_dir(root: Path, partitions: Path | None = None, require_label: bool = True) -> DataReport:
+def check_data_dir(
+    root: Path, partitions: Path | None = None, require_label: bool = True, labels: bool = True
+) -> DataReport:
     """Check every subject under ``root`` (and against a partition CSV when given).
 
     Raises DataError when ``root`` does not exist or holds no subjects, or the CSV is unreadable;
-    everything else wrong with the data is collected in the report.
+    everything else wrong with the data is collected in the report. ``labels=False`` checks
+    images only (a site without segmentations; see :func:`check_subject`).
+
+    Example:
+        >>> report = check_data_dir("/data/site-a", labels=False)  # doctest: +SKIP
+        >>> len(report.problems), len(report.warnings)  # doctest: +SKIP
+        (0, 0)
     """
     root = Path(root)
     subjects = discover_subjects(root)  # raises DataError for a missing or empty folder
-    checks = [check_subject(files, require_label=require_label) for files in subjects]
+    checks = [check_subject(files, require_label=require_label, labels=labels) for files in subjects]
     problems = [p for check in checks for p in check.problems]
+    warnings = [w for check in checks for w in check.warnings]
     notes: list[str] = []
     if partitions is not None:
         csv_problems, notes = _partition_findings(subjects, Path(partitions))
@@ -267,67 +332,7 @@ def check_data_dir(root: Path, partitions: Path | None = None, require_label: bo
         root=root,
         subjects=checks,
         problems=problems,
+        warnings=warnings,
         notes=notes,
         partitions=Path(partitions) if partitions is not None else None,
     )
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def _dims(values: tuple | None, fmt: str = "{}") -> str:
-    return "x".join(fmt.format(v) for v in values) if values else "-"
-
-
-def _short_name(path: Path | None, subject_id: str) -> str:
-    """``t2.nii.gz`` for ``<ID>_t2.nii.gz``: the subject is already in the row."""
-    if path is None:
-        return "-"
-    name = path.name
-    return name[len(subject_id) :].lstrip("_-") or name if name.startswith(subject_id) else name
-
-
-def print_report(report: DataReport, console: Console) -> None:
-    """A table of subjects (layout, shape, spacing, labels, status), then problems, then a summary."""
-    rows = []
-    for check in report.subjects:
-        subject_id = check.subject.subject_id
-        if check.ok:
-            status = "[green]ok[/]"
-        else:
-            status = "\n".join(
-                f"[red]{escape(_short_name(p.file, subject_id))}: {escape(p.message)}[/]" for p in check.problems
-            )
-        rows.append(
-            (
-                escape(subject_id),
-                check.subject.layout,
-                _dims(check.shape),
-                _dims(check.spacing, "{:g}"),
-                ",".join(str(v) for v in check.labels) or "-",
-                status,
-            )
-        )
-
-    table = Table(title=escape(f"check-data {report.root}"), title_justify="left")
-    headers = ("subject", "layout", "shape", "spacing", "labels")
-    widths = [max([len(header), *(len(row[i]) for row in rows)]) for i, header in enumerate(headers)]
-    for header, width in zip(headers, widths):
-        # Never squeezed: ids must stay whole to be found, and the other columns are short.
-        table.add_column(header, no_wrap=True, min_width=width)
-    # One line per problem, cut to the width left over (3 per column for borders and padding);
-    # the full lines follow the table.
-    status_width = max(console.width - sum(widths) - 3 * (len(headers) + 1) - 1, 12)
-    table.add_column("status", no_wrap=True, overflow="ellipsis", max_width=status_width)
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
-
-    # The full one-line form of each problem, unwrapped, so it can be searched for and copied.
-    for problem in report.problems:
-        console.print(f"[red]problem:[/] {escape(str(problem))}", soft_wrap=True, highlight=False)
-    for note in report.notes:
-        console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True, highlight=False)
-    summary = f"{_plural(len(report.subjects), 'subject')}, {_plural(len(report.problems), 'problem')}"
-    console.print(f"[bold {'red' if report.problems else 'green'}]{summary}[/]", highlight=False)

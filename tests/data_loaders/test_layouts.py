@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data_loaders.layouts import MODALITIES, discover_subjects, expected_name, find_subject
+from data_loaders.layouts import MODALITIES, discover_subjects, expected_name, expected_names, find_subject
 from fedtumor.core.errors import DataError
 from fedtumor.core.ordering import natural_key
 from tests.nifti_factory import scan_path, write_subject, write_volume
@@ -94,6 +94,23 @@ def test_misnamed_scans_still_make_a_subject_with_everything_missing(tmp_path):
     assert subject.label is None
 
 
+def test_files_that_name_no_modality_of_the_layout_are_listed_as_unplaced(tmp_path):
+    folder = write_subject(tmp_path, "S1", modalities=("t1", "t2"))
+    t1c = write_volume(folder / "S1_t1c.nii.gz", np.zeros((8, 8, 8)))  # a BraTS 2023 suffix in a 2021 folder
+    fla = write_volume(folder / "S1_fla.nii.gz", np.zeros((8, 8, 8)))  # no layout's suffix at all
+    (folder / "notes.txt").write_text("not a scan")  # not NIfTI: neither a scan nor unplaced
+    files = find_subject(folder)
+    assert files.layout == "brats2021" and files.missing == ("t1ce", "flair")
+    assert sorted(files.unplaced) == sorted([t1c, fla])
+
+
+def test_a_clean_subject_and_a_losing_duplicate_leave_nothing_unplaced(tmp_path):
+    folder = write_subject(tmp_path, "S1")
+    write_volume(scan_path(folder, "S1", "t2", ext=".nii"), np.zeros((8, 8, 8), np.float32))  # loses to .nii.gz
+    assert find_subject(folder).unplaced == ()
+    assert find_subject(write_subject(tmp_path, "S2", layout="brats2023")).unplaced == ()
+
+
 def test_non_existent_root_raises_naming_it(tmp_path):
     missing = tmp_path / "no_such_site"
     with pytest.raises(DataError, match="no_such_site"):
@@ -118,6 +135,7 @@ def test_expected_names_follow_the_layout():
     assert expected_name("A", "t1ce", "brats2021") == "A_t1ce.nii.gz"
     assert expected_name("B", "flair", "brats2023") == "B-t2f.nii.gz"
     assert expected_name("B", "seg", "brats2023") == "B-seg.nii.gz"
+    assert expected_names("B", "brats2023") == [f"B-{s}.nii.gz" for s in ("t1n", "t1c", "t2w", "t2f", "seg")]
 
 
 def test_natural_key_orders_numbers_by_value():
