@@ -24,14 +24,12 @@ from fedtumor.core.config import RunConfig
 from fedtumor.core.losses import build_loss
 from fedtumor.core.metrics import mean_dice
 from fedtumor.core.model import build_model
-from fedtumor.core.training import VolumeCase, evaluate_cases, resolve_device, train_site_round
+from fedtumor.core.training import SUMMARY_METRICS, VolumeCase, evaluate_cases, resolve_device, train_site_round
 from fedtumor.run.best_model import BestModelKeeper
 from fedtumor.run.checkpoint import save_checkpoint
 from fedtumor.run.files import FINAL_MODEL_FILE
 from fedtumor.run.plots import draw_run_plots
 from fedtumor.run.writer import GLOBAL_SCOPE, RunWriter
-
-SUMMARY_METRICS = ("dice_et", "dice_tc", "dice_wt", "hd95_et", "hd95_tc", "hd95_wt")
 
 
 @dataclass(frozen=True)

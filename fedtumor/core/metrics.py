@@ -32,6 +32,10 @@ Label maps use BraTS 2021 values (0, 1 NCR, 2 ED, 4 ET) or BraTS 2023 (ET writte
 auto-detected per input, so predictions and references of either convention can be mixed.
 Every problem with an input file is raised as a one-line :class:`~fedtumor.core.errors.DataError`
 naming the file.
+
+The BraTS 2023+ metrics build on :func:`surface_distances` here: normalised surface Dice in
+:mod:`fedtumor.core.surface_dice`, lesion-wise Dice/HD95 in :mod:`fedtumor.core.lesion_metrics`,
+all of them per region in :mod:`fedtumor.core.brats_scores` (docs/metrics.md).
 """
 
 from __future__ import annotations
@@ -150,6 +154,27 @@ def hd95(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] | None = No
     if pred_empty or ref_empty:
         return HD95_EMPTY_PENALTY
 
+    pred_to_ref, ref_to_pred = surface_distances(pred, ref, spacing)
+    return float(np.percentile(np.concatenate([pred_to_ref, ref_to_pred]), 95))
+
+
+def surface_distances(
+    pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(d(P->R), d(R->P)) in mm between the surfaces of two non-empty masks, as :func:`hd95` uses.
+
+    Shared by HD95, the normalised surface Dice and the lesion-wise metrics.
+
+    Example:
+        >>> mask = np.zeros((5, 5, 5), bool); mask[1:4, 1:4, 1:4] = True
+        >>> [float(d.max()) for d in surface_distances(mask, mask)]
+        [0.0, 0.0]
+    """
+    pred, ref = np.asarray(pred, dtype=bool), np.asarray(ref, dtype=bool)
+    _check_same_shape(pred, ref)
+    if not pred.any() or not ref.any():
+        raise ValueError("surface distances need two non-empty masks")
+    spacing = _normalise_spacing(spacing, pred.ndim)
     # Distance transforms on a full 240x240x155 volume cost seconds per region; every
     # surface voxel lies in the bounding box of pred | ref, and the distances between them
     # do not depend on the array around them, so the tight box gives the same answer.
@@ -157,7 +182,7 @@ def hd95(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] | None = No
     pred_surface, ref_surface = _surface(pred[box]), _surface(ref[box])
     pred_to_ref = _directed_surface_distances(pred_surface, ref_surface, spacing)
     ref_to_pred = _directed_surface_distances(ref_surface, pred_surface, spacing)
-    return float(np.percentile(np.concatenate([pred_to_ref, ref_to_pred]), 95))
+    return pred_to_ref, ref_to_pred
 
 
 # ------------------------------------------------------------------ regions and label maps
@@ -299,18 +324,23 @@ def _load_segmentation(path: Path):
     return data, affine, zooms[:3]
 
 
-def score_files(pred_path: Path | str, ref_path: Path | str) -> dict[str, dict[str, float]]:
-    """Score a predicted segmentation file against a reference file (NIfTI, via nibabel).
+def load_region_pair(pred_path: Path | str | None, ref_path: Path | str) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """(prediction regions, reference regions, reference voxel size in mm) of two label files.
 
     The two must have the same shape and affine (``np.allclose``, atol 1e-3); the voxel
-    spacing comes from the reference header zooms. Returns :func:`region_scores`' nested
-    dict. Every problem (missing, unreadable, corrupt or truncated file, shape or affine
-    mismatch, NaN, non-integer or unknown labels) raises a one-line :class:`DataError`
-    naming the file.
+    spacing comes from the reference header zooms. Regions are boolean ``(3, X, Y, Z)``
+    arrays (ET, TC, WT), each file's label convention detected on its own. Every problem
+    (missing, unreadable, corrupt or truncated file, shape or affine mismatch, NaN,
+    non-integer or unknown labels) raises a one-line :class:`DataError` naming the file.
+    ``pred_path=None`` stands for an empty prediction (how BraTS scores a missing one).
     """
-    pred_path, ref_path = Path(pred_path), Path(ref_path)
-    pred_data, pred_affine, _ = _load_segmentation(pred_path)
+    ref_path = Path(ref_path)
     ref_data, ref_affine, ref_zooms = _load_segmentation(ref_path)
+    if pred_path is None:
+        pred_path, pred_data, pred_affine = ref_path, np.zeros(ref_data.shape, np.uint8), ref_affine
+    else:
+        pred_path = Path(pred_path)
+        pred_data, pred_affine, _ = _load_segmentation(pred_path)
     if pred_data.shape != ref_data.shape:
         raise DataError(
             f"shape {pred_data.shape} does not match reference {ref_path} shape {ref_data.shape}", path=pred_path
@@ -325,9 +355,16 @@ def score_files(pred_path: Path | str, ref_path: Path | str) -> dict[str, dict[s
         raise DataError(f"voxel sizes {ref_zooms} in the header are not positive", path=ref_path)
     pred_label, pred_convention = _validated_label_map(pred_data, "prediction", None, path=pred_path)
     ref_label, ref_convention = _validated_label_map(ref_data, "reference", None, path=ref_path)
-    return region_scores(
-        labels_to_regions(pred_label, pred_convention), labels_to_regions(ref_label, ref_convention), ref_zooms
-    )
+    return labels_to_regions(pred_label, pred_convention), labels_to_regions(ref_label, ref_convention), ref_zooms
+
+
+def score_files(pred_path: Path | str, ref_path: Path | str) -> dict[str, dict[str, float]]:
+    """Score a predicted segmentation file against a reference file (NIfTI, via nibabel).
+
+    Files are read and checked by :func:`load_region_pair`; returns :func:`region_scores`'
+    nested dict of the legacy metrics.
+    """
+    return region_scores(*load_region_pair(pred_path, ref_path))
 
 
 def mean_dice(metrics: dict[str, float]) -> float:

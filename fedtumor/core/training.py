@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 
+from fedtumor.core.brats_scores import challenge_region_scores
 from fedtumor.core.metrics import region_scores
 from fedtumor.core.regions import REGIONS, labels_to_regions, regions_to_labels
 
@@ -177,6 +178,13 @@ def predict_labels(model: torch.nn.Module, image: torch.Tensor, patch_size: int,
     return regions_to_labels(regions)
 
 
+# The held-out scores a run summary reports: the legacy BraTS 2017-2021 ones, then the BraTS 2023 lesion-wise.
+SUMMARY_METRICS = (
+    "dice_et", "dice_tc", "dice_wt", "hd95_et", "hd95_tc", "hd95_wt",
+    "lesion_dice_et", "lesion_dice_tc", "lesion_dice_wt", "lesion_hd95_et", "lesion_hd95_tc", "lesion_hd95_wt",
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class VolumeCase:
     subject_id: str
@@ -194,14 +202,18 @@ def evaluate_cases(
 ) -> tuple[dict[str, float], dict[str, dict[str, float]], np.ndarray | None]:
     """Score whole volumes; returns (mean metrics, per-subject metrics, one kept prediction).
 
-    Metric names are flat, e.g. ``dice_et`` and ``hd95_wt``, ready for a MetricRecord.
+    Metric names are flat, e.g. ``dice_et`` and ``hd95_wt``, ready for a MetricRecord: the
+    legacy ``dice|hd95|sensitivity|specificity_<region>`` first, then the BraTS 2023+
+    ``nsd|lesion_dice|lesion_hd95_<region>`` (:mod:`fedtumor.core.brats_scores`).
     """
     per_subject: dict[str, dict[str, float]] = {}
     kept = None
     for case in cases:
         labels = predict_labels(model, case.image, patch_size, device)
-        scores = region_scores(labels_to_regions(labels), case.reference, case.spacing)
-        per_subject[case.subject_id] = flatten_scores(scores)
+        predicted = labels_to_regions(labels)
+        legacy = region_scores(predicted, case.reference, case.spacing)
+        challenge = challenge_region_scores(predicted, case.reference, case.spacing)
+        per_subject[case.subject_id] = flatten_scores(legacy) | flatten_scores(challenge)
         if case.subject_id == keep_prediction_of:
             kept = labels
     if not per_subject:

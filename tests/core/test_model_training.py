@@ -153,6 +153,14 @@ def test_sliding_window_prediction_is_nested_and_scored():
     assert means["dice_wt"] == 1.0 and means["dice_tc"] == 1.0 and means["hd95_wt"] == 0.0
     assert means["dice_et"] == pytest.approx(2 * 208 / (208 + 216))  # 6^3 cube minus the 2^3 hole
     assert per_subject["cube"] == means and np.array_equal(kept, labels)
+    # The BraTS 2023+ scores follow the legacy ones; the ET prediction is one lesion (the
+    # cube with a hole), so its lesion-wise Dice is its Dice.
+    regions = ("et", "tc", "wt")
+    legacy = [f"{m}_{r}" for r in regions for m in ("dice", "hd95", "sensitivity", "specificity")]
+    added = [f"{m}_{r}" for r in regions for m in ("nsd", "lesion_dice", "lesion_hd95")]
+    assert list(means) == legacy + added
+    assert (means["lesion_dice_wt"], means["lesion_hd95_wt"], means["nsd_wt"]) == (1.0, 0.0, 1.0)
+    assert means["lesion_dice_et"] == means["dice_et"] and means["lesion_hd95_et"] == means["hd95_et"]
 
 
 def test_checkpoint_round_trip(tmp_path):
