@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -97,9 +97,18 @@ def augmentation_transform() -> tio.Compose:
     )
 
 
-def raw_subject(files: SubjectFiles, require_label: bool = True) -> tio.Subject:
-    """A TorchIO subject over the NIfTI files, after validating them (DataError names the file)."""
-    validate_or_raise(files, require_label=require_label)
+def raw_subject(files: SubjectFiles, require_label: bool = True, with_label: bool = True) -> tio.Subject:
+    """A TorchIO subject over the NIfTI files, after validating them (DataError names the file).
+
+    ``with_label=False`` gives the four images only: the segmentation, even when present, is
+    neither validated nor opened (prediction needs none, and a bad one must not block it).
+
+    Example:
+        >>> subject = raw_subject(find_subject(Path("BraTS-GLI-00001-000")), with_label=False)
+    """
+    if not with_label:
+        files = replace(files, label=None)
+    validate_or_raise(files, require_label=require_label and with_label)
     images = {name: tio.ScalarImage(files.images[name]) for name in MODALITIES}
     if files.label is not None:
         images[LABEL_KEY] = tio.LabelMap(files.label)
