@@ -41,4 +41,4 @@ def simulate(
 
 def output_of(completed: subprocess.CompletedProcess) -> str:
     """The end of a finished command's output, for an assertion message."""
-    return output_of(completed)
+    return f"{completed.stdout[-6000:]}\n{completed.stderr[-6000:]}"
