@@ -14,7 +14,9 @@ import pytest
 from fedtumor.bench.ray_cluster import LoopbackRayCluster
 from tests import REPO
 
-pytestmark = pytest.mark.e2e
+# slow: `make test` already runs Ray simulations on the default local cluster; this one proves an external
+# cluster (scripts/simulate.py --ray-address), which only multi-node users need. Run it with `pytest -m slow`.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def test_simulation_runs_on_an_existing_two_node_cluster(tmp_path, two_site_cohort):
