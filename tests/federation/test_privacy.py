@@ -17,16 +17,9 @@ from fedtumor.federation.ledger import SiteLedger
 from fedtumor.federation.privacy import ClientLevelDP, privacy_summary, with_client_level_dp
 from fedtumor.federation.registry import build_strategy, load_registry
 from tests import REPO
+from tests.strategies.replies import Grid
 
 AVERAGING = {"fedavg", "fedprox"}
-
-
-class Grid:
-    def __init__(self, node_ids):
-        self.node_ids = list(node_ids)
-
-    def get_node_ids(self):
-        return list(self.node_ids)
 
 
 @pytest.fixture(autouse=True)

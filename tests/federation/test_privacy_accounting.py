@@ -20,17 +20,10 @@ from fedtumor.run.files import AUDIT_FILE
 from fedtumor.run.resume import load_resume_state
 from fedtumor.run.writer import RunWriter
 from server_app.round_close import RoundClose
+from tests.strategies.replies import Grid
 
 SITES = (1, 2, 3)
 SIZE = 16
-
-
-class Grid:
-    def __init__(self, node_ids):
-        self.node_ids = list(node_ids)
-
-    def get_node_ids(self):
-        return list(self.node_ids)
 
 
 @pytest.fixture(autouse=True)

@@ -7,14 +7,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from fedtumor.core.config import RunConfig
 from fedtumor.federation.conformance import as_serverapp, site_reply
 from fedtumor.federation.registry import build_strategy
-
-
-class Grid:
-    def __init__(self, node_ids):
-        self.node_ids = list(node_ids)
-
-    def get_node_ids(self):
-        return list(self.node_ids)
+from tests.strategies.replies import Grid
 
 
 def record(values) -> ArrayRecord:
