@@ -85,7 +85,8 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def _signal_all(pids: Sequence[int], signum: int) -> None:
+def signal_all(pids: Sequence[int], signum: int) -> None:
+    """Send ``signum`` to each of ``pids`` that still exists."""
     for pid in pids:
         try:
             os.kill(pid, signum)
@@ -93,7 +94,8 @@ def _signal_all(pids: Sequence[int], signum: int) -> None:
             pass
 
 
-def _alive(pid: int) -> bool:
+def is_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
@@ -152,15 +154,15 @@ class ManagedProcess:
         """SIGTERM the process and its descendants, SIGKILL what is left after ``grace_s``."""
         tree = descendants(self.pid)
         if self.running():
-            _signal_all([self.pid, *tree], signal.SIGTERM)
+            signal_all([self.pid, *tree], signal.SIGTERM)
         else:
-            _signal_all(tree, signal.SIGTERM)
+            signal_all(tree, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and any(_alive(pid) for pid in [self.pid, *tree]):
+        while time.monotonic() < deadline and any(is_alive(pid) for pid in [self.pid, *tree]):
             self.popen.poll()  # reap our child so it does not linger as a zombie
             time.sleep(0.2)
-        leftovers = [pid for pid in [self.pid, *tree, *descendants(self.pid)] if _alive(pid)]
-        _signal_all(leftovers, signal.SIGKILL)
+        leftovers = [pid for pid in [self.pid, *tree, *descendants(self.pid)] if is_alive(pid)]
+        signal_all(leftovers, signal.SIGKILL)
         try:
             self.popen.wait(timeout=5)
         except subprocess.TimeoutExpired:

@@ -4,7 +4,7 @@ Flower's `local` connection starts a detached SuperLink on fixed ports and leave
 running, and `flwr run --stream` exits 0 even when the run failed. This runner gives the
 run its own FLWR_HOME and free ports, disables the runtime `uv sync` (it would download a
 CUDA torch), reads the run's final status with `flwr ls`, and stops every process it
-started, also on failure or Ctrl-C.
+started, also on failure, Ctrl-C, SIGTERM (``timeout``) or SIGHUP (a closed terminal).
 
     python scripts/simulate.py --num-supernodes 4 --run-config "num-server-rounds=2"
     python -m fedtumor.deployment.simulation --app-dir PATH --num-supernodes 4
@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 from fedtumor.deployment.flwr_runs import SUCCESS_STATUS, run_status, stream_run, validate_run_config
-from fedtumor.deployment.processes import command_lines, free_port
+from fedtumor.deployment.processes import command_lines, descendants, free_port, is_alive, signal_all
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 STATUS_PREFIX = "simulate: run"  # "simulate: run <id> status <status> after <s>s"; benchmarks parse it
 
 
@@ -40,21 +40,33 @@ def write_flwr_config(flwr_home: Path) -> None:
     )
 
 
-def stop_superlink(control_port: int) -> None:
-    """Stop the SuperLink and everything in its session (ServerApp, Ray, ClientApps)."""
+def stop_superlink(control_port: int, grace_s: float = 15.0) -> None:
+    """Stop the SuperLink and everything it started (SuperExec, ServerApp, Ray, ClientApps).
+
+    Its process group and every descendant, Flower's detached helpers included (they name their
+    parent with ``--parent-pid``): SIGTERM, then SIGKILL what is left after ``grace_s``.
+    """
     for pid in command_lines("flower-superlink", f"127.0.0.1:{control_port}"):
+        tree = [pid, *descendants(pid)]
         try:
-            pgid = os.getpgid(pid)
-            os.killpg(pgid, signal.SIGTERM)
-        except ProcessLookupError:
-            continue
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
-            time.sleep(0.2)
-        try:
-            os.killpg(pgid, signal.SIGKILL)
+            os.killpg(os.getpgid(pid), signal.SIGTERM)
         except ProcessLookupError:
             pass
+        signal_all(tree, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and any(is_alive(p) for p in tree):
+            time.sleep(0.2)
+        signal_all([p for p in tree if is_alive(p)], signal.SIGKILL)
+
+
+def _interrupt(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    raise KeyboardInterrupt
+
+
+def interrupt_on_termination_signals() -> None:
+    """SIGTERM (``timeout``, systemd) and SIGHUP (a closed terminal) clean up as Ctrl-C does."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
 
 
 def simulate(
@@ -143,9 +155,14 @@ def main(argv: list[str] | None = None, app_dir: Path | None = None, description
     """Command line: ``app_dir`` fixes the app folder (scripts/simulate.py passes its checkout)."""
     args = build_parser(description, app_dir).parse_args(argv)
     folder = (app_dir if app_dir is not None else args.app_dir).expanduser().resolve()
-    return simulate(
-        folder, args.num_supernodes, args.run_config, args.num_cpus, args.num_gpus, args.flwr_home, args.ray_address
-    )
+    interrupt_on_termination_signals()
+    try:
+        return simulate(
+            folder, args.num_supernodes, args.run_config, args.num_cpus, args.num_gpus, args.flwr_home, args.ray_address
+        )
+    except KeyboardInterrupt:  # simulate's clean-up has run by now
+        print("simulate: interrupted; every process it started is stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def simulation_command(app_dir: Path) -> list[str]:
