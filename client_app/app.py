@@ -9,6 +9,7 @@ unusable replies with an error naming its site id, the subject and the file (rel
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -17,8 +18,9 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.logger import FLOWER_LOGGER as log
 
+from client_app.cross_site import cross_site_reply
+from client_app.personal import personal_trainer, site_heldout_cases, site_scores, volume_cases
 from client_app.privacy import clip_update_when_asked
-from data_loaders.pipelines import model_input, regions_array, subject_spacing
 from data_loaders.round_patches import round_patch_batches
 from data_loaders.site import SiteData, load_site, node_site_id
 from data_loaders.validation import relative_to_folder
@@ -26,8 +28,10 @@ from fedtumor.core.config import RunConfig, load_run_config
 from fedtumor.core.errors import ConfigError, DataError
 from fedtumor.core.losses import build_loss
 from fedtumor.core.model import build_model
-from fedtumor.core.training import SiteRound, VolumeCase, evaluate_cases, resolve_device, train_site_round
+from fedtumor.core.optimizers import OptimizerSettings
+from fedtumor.core.training import SiteRound, resolve_device, train_site_round
 from fedtumor.federation.client_hooks import ClientHooks
+from fedtumor.federation.cross_site import CROSS_SITE_ACTION
 from fedtumor.federation.faults import FAULT_INJECTION_KEY
 from fedtumor.federation.registry import client_hooks_for
 from fedtumor.federation.replies import SITE_ERROR_CODE, site_error_reason
@@ -163,6 +167,7 @@ def train(message: Message, context: Context) -> Message:
         build_loss(config.loss),
         device,
         learning_rate=lr,
+        optimizer_settings=OptimizerSettings.from_config(config),  # fresh each round: fedtumor/core/optimizers.py
         # Cost-weighted strategies (FedCostWAvg, FedPIDAvg) compare the loss before and after local training.
         probe_loss_change=bool(message.content[CONFIG_KEY].get(REPORT_LOSS_BEFORE_KEY, False)),
         extra_loss=hooks.extra_loss,
@@ -178,13 +183,23 @@ def train(message: Message, context: Context) -> Message:
         stats.seconds,
     )
     arrays = hooks.reply_arrays(model.cpu(), stats.num_steps, lr)
-    return _reply(message, site, arrays, train_reply_metrics(len(site.train), result))
+    # Methods with a personal model (Ditto) train it too, on this round's patches; it stays here.
+    personal = hooks.train_personal(model, personal_trainer(config, epoch_batches, epochs, device, lr))
+    return _reply(message, site, arrays, {**train_reply_metrics(len(site.train), result), **personal})
 
 
 @app.evaluate()
 @_reply_on_bad_input
 def evaluate(message: Message, context: Context) -> Message:
-    config, site, model, device, _ = _prepare(message, context)
-    cases = (VolumeCase(s["subject_id"], model_input(s), regions_array(s), subject_spacing(s)) for s in site.val)
-    means, _, _ = evaluate_cases(model, cases, config.patch_size, device)
-    return _reply(message, site, None, {NUM_EXAMPLES_KEY: len(site.val), **means})
+    config, site, model, device, hooks = _prepare(message, context)
+    # The global model; with a personal one (FedBN, Ditto) that too, and on the held-out set when asked.
+    heldout = partial(site_heldout_cases, config, context.node_config, message.content[CONFIG_KEY])
+    scores = site_scores(model, hooks, message.content, volume_cases(site.val), config.patch_size, device, heldout)
+    return _reply(message, site, None, {NUM_EXAMPLES_KEY: len(site.val), **scores})
+
+
+@app.query(CROSS_SITE_ACTION)
+@_reply_on_bad_input
+def cross_site(message: Message, context: Context) -> Message:
+    """Scores of the run's final models on this site's validation subjects (client_app/cross_site.py)."""
+    return cross_site_reply(message, *_prepare(message, context))

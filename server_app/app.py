@@ -17,7 +17,7 @@ from data_loaders.site import ensure_synthetic_cohort, load_heldout
 from fedtumor.core.config import load_run_config
 from fedtumor.core.errors import ConfigError, DataError
 from fedtumor.core.model import build_model
-from fedtumor.federation.ledger import SiteLedger
+from fedtumor.federation.fets_ledger import ledger_for_time_model
 from fedtumor.federation.privacy import with_client_level_dp
 from fedtumor.federation.registry import load_registry, parse_strategy_config, strategy_options
 from fedtumor.federation.settings import check_federation_keys
@@ -26,13 +26,16 @@ from fedtumor.federation.summary import run_summary
 from fedtumor.federation.wire import LEARNING_RATE_KEY, LOCAL_EPOCHS_KEY
 from fedtumor.run.audit import SUMMARY_HEAD_KEY, AuditLog
 from fedtumor.run.checkpoint import save_checkpoint
+from fedtumor.run.early_stopping import EarlyStopping
 from fedtumor.run.files import CONFIG_FILE, FINAL_MODEL_FILE, SUMMARY_FILE
 from fedtumor.run.folder import run_dir_for
 from fedtumor.run.plots import draw_run_plots
 from fedtumor.run.resume import ResumeState, check_resume, restore_rng_state
+from fedtumor.run.tracking import open_tracker
 from fedtumor.run.writer import RunWriter
+from server_app.cross_site import evaluate_cross_site
 from server_app.evaluation import HeldoutEvaluator
-from server_app.round_close import RoundClose
+from server_app.round_close import EarlyStop, RoundClose
 
 app = ServerApp()
 
@@ -58,7 +61,7 @@ def main(grid: Grid, context: Context) -> None:
         profiles = SiteProfiles.from_setting(config.site_profiles)  # simulated time of each site
         resumed = check_resume(config) if config.resume else None
         offset = resumed.round if resumed is not None else 0  # rounds completed before this process
-        ledger = SiteLedger(profiles)  # every site reply of the run
+        ledger = ledger_for_time_model(config, profiles)  # every site reply of the run, timed by time-model
         if resumed is not None:
             ledger.load_state_dict(resumed.recorder.get("ledger", {}))
         plugin = load_registry().get(config.strategy)
@@ -77,12 +80,14 @@ def main(grid: Grid, context: Context) -> None:
             _check_same_federation(run_dir, n_nodes)
         ensure_synthetic_cohort(config, n_nodes)  # no-op when data-dir is set
         heldout = load_heldout(config, n_nodes) if config.server_eval else []
+        tracker = open_tracker(config, run_dir, resume=resumed is not None)  # off unless tracking is set
+        tracker.start()  # an unusable MLflow store stops the run here, in one line
     except (ConfigError, DataError) as exc:
         # One line naming the key or file; re-raised so the run's status is "failed".
         log.error("fedtumor: %s", exc)
         raise
 
-    writer = RunWriter(run_dir, exist_ok=resumed is not None)
+    writer = RunWriter(run_dir, exist_ok=resumed is not None, tracker=tracker)
     audit = AuditLog(run_dir)
 
     torch.manual_seed(config.seed)  # the same seed gives the same initial global model
@@ -109,9 +114,11 @@ def main(grid: Grid, context: Context) -> None:
         evaluate=evaluator.evaluate if evaluator else None,
         extra_state=lambda: {"best_mean_dice": evaluator.best_mean_dice if evaluator else None},
         round_offset=offset,
+        early_stopping=_early_stopping(config, evaluator, resumed),
     )
     log.info("fedtumor: %d nodes, %d held-out test subjects, results in %s", n_nodes, len(heldout), writer.run_dir)
 
+    stopped_early = None  # summary.json's stopped_early: null when the run used all its rounds
     try:
         strategy.start(
             grid=grid,
@@ -121,6 +128,9 @@ def main(grid: Grid, context: Context) -> None:
             train_config=ConfigRecord({LEARNING_RATE_KEY: config.learning_rate, LOCAL_EPOCHS_KEY: config.local_epochs}),
             evaluate_fn=close,
         )
+    except EarlyStop as stop:  # a completed run that used fewer rounds; its last round's model is the final one
+        stopped_early = stop.report
+        log.info("fedtumor: %s", stop)
     except Exception as exc:
         # The log and a failed summary say why the run stopped (e.g. too few sites replied); its last round is
         # resumable. Re-raised so the run's status is "failed".
@@ -140,8 +150,12 @@ def main(grid: Grid, context: Context) -> None:
 
     final_state = {key: torch.from_numpy(value) for key, value in close.last_arrays.items()}
     save_checkpoint(writer.model_path(FINAL_MODEL_FILE), final_state, config, close.last_round)
-    head = audit.append("run-end", final_round=close.last_round, model_sha256=close.last_model_sha256)
+    cross_site = evaluate_cross_site(grid, config, plugin, final_state, writer.run_dir, audit)  # {} when off
+    early = {"stopped_early": stopped_early} if stopped_early is not None else {}  # the audit says so only then
+    head = audit.append("run-end", final_round=close.last_round, model_sha256=close.last_model_sha256, **early)
     summary = _summary(ledger, config, n_nodes, started, strategy, strategy_parameters, offset, head)
+    summary["stopped_early"] = stopped_early
+    summary.update(cross_site)
     writer.write_summary(summary)
     draw_run_plots(writer.run_dir)
     log.info(
@@ -167,6 +181,20 @@ def _summary(ledger, config, n_nodes, started, strategy, strategy_parameters, of
     summary["resumed_from_round"] = offset or None
     summary[SUMMARY_HEAD_KEY] = head
     return summary
+
+
+def _early_stopping(config, evaluator, resumed: ResumeState | None) -> EarlyStopping | None:
+    """The run's early stopping on its monitored mean Dice, continued on resume; None when off.
+
+    A resume state written without it (an older run, or patience 0 then) starts it afresh.
+    """
+    if not config.early_stopping_patience:
+        return None
+    monitor = "held-out mean Dice" if evaluator is not None else "validation mean Dice"
+    stopper = EarlyStopping(config.early_stopping_patience, config.early_stopping_min_delta, monitor)
+    if resumed is not None and resumed.recorder.get("early_stopping"):
+        stopper.load_state_dict(resumed.recorder["early_stopping"])
+    return stopper
 
 
 def _check_same_federation(run_dir: Path, n_nodes: int) -> None:

@@ -6,6 +6,9 @@ It writes the round's per-site rows to metrics.csv from the run's ledger, closes
 (no sound update ends the run; the simulated-time row), runs the held-out evaluation, then
 appends the round's entry to ``audit.jsonl`` (with client-level DP, the epsilon spent so far)
 and only then replaces ``resume_state.pt``, so a resume never skips a round the log lacks.
+With early stopping on, the round's monitored mean Dice updates the :class:`EarlyStopping`
+(saved with the resume state); when it says stop, :class:`EarlyStop` is raised once the round
+is fully closed: Flower's ``Strategy.start`` has no other way to end a run early.
 Flower numbers a resumed run's rounds from 1 again; ``round_offset`` maps them back to the
 study's rounds.
 """
@@ -18,13 +21,23 @@ import numpy as np
 from flwr.app import ArrayRecord, MetricRecord
 from flwr.common.logger import FLOWER_LOGGER as log
 
+from fedtumor.core.metrics import mean_dice
 from fedtumor.federation.ledger import SiteLedger
 from fedtumor.federation.privacy import round_privacy
 from fedtumor.federation.wire import NUM_EXAMPLES_KEY
 from fedtumor.run.audit import AuditLog, model_sha256
+from fedtumor.run.early_stopping import EarlyStopping
 from fedtumor.run.files import MANIFESTS_FILE
 from fedtumor.run.resume import ResumeState, rng_state, save_resume_state
 from fedtumor.run.writer import GLOBAL_SCOPE, RunWriter
+
+
+class EarlyStop(Exception):  # noqa: N818 - a signal, not an error
+    """Raised by :class:`RoundClose` after the round at which early stopping ends the run."""
+
+    def __init__(self, report: dict):
+        super().__init__(f"stopped early after round {report['round']}: {report['reason']}")
+        self.report = report  # summary.json's stopped_early
 
 
 def plain_metrics(metrics: MetricRecord | dict | None) -> dict[str, float]:
@@ -43,6 +56,7 @@ class RoundClose:
         evaluate: Callable[[int, ArrayRecord], MetricRecord | None] | None,
         extra_state: Callable[[], dict],
         round_offset: int = 0,
+        early_stopping: EarlyStopping | None = None,
     ):
         self.strategy = strategy  # read for the resume state and, with DP, the epsilon spent
         self.writer = writer
@@ -51,6 +65,7 @@ class RoundClose:
         self.evaluate = evaluate  # held-out evaluation; None when the server has no test subjects
         self.extra_state = extra_state  # e.g. the evaluator's best score so far
         self.round_offset = round_offset
+        self.early_stopping = early_stopping  # None or patience 0: the run uses all its rounds
         self.last_round: int | None = None
         self.last_arrays: dict[str, np.ndarray] | None = None
         self.last_model_sha256: str | None = None
@@ -69,20 +84,41 @@ class RoundClose:
         self.ledger.name_failures(server_round)
         self.audit.append("round", round=server_round, model_sha256=sha256, **self.round_entry(server_round, metrics))
         self._write_manifests()
+        stop = self._should_stop(server_round, metrics)
         save_resume_state(
             self.writer.run_dir,
             ResumeState(
                 round=server_round,
                 arrays=numpy_arrays,
                 strategy=self.strategy.state_dict(),
-                recorder={"ledger": self.ledger.state_dict(), **self.extra_state()},
+                recorder={"ledger": self.ledger.state_dict(), **self.extra_state(), **self._stopping_state()},
                 rng=rng_state(),
                 model_sha256=sha256,
             ),
         )
         self.last_round, self.last_arrays, self.last_model_sha256 = server_round, numpy_arrays, sha256
         log.info("round %d closed: model sha256 %s…, resume state saved", server_round, sha256[:12])
+        if stop:
+            raise EarlyStop(self.early_stopping.report())
         return metrics
+
+    def monitored_dice(self, server_round: int, test_metrics: MetricRecord | None) -> float:
+        """The held-out mean Dice when the server evaluated, else the weighted validation mean Dice; NaN without."""
+        if test_metrics is not None:
+            return mean_dice(plain_metrics(test_metrics))
+        plan = self.ledger.plan(server_round, "evaluate")
+        try:
+            return mean_dice(plan.aggregated) if plan is not None and plan.aggregated else float("nan")
+        except KeyError:  # the sites' replies had no Dice
+            return float("nan")
+
+    def _should_stop(self, server_round: int, test_metrics: MetricRecord | None) -> bool:
+        if self.early_stopping is None or server_round == 0:  # round 0 is the untrained model
+            return False
+        return self.early_stopping.update(server_round, self.monitored_dice(server_round, test_metrics))
+
+    def _stopping_state(self) -> dict:
+        return {"early_stopping": self.early_stopping.state_dict()} if self.early_stopping is not None else {}
 
     def write_site_rows(self, server_round: int) -> None:
         """Each sound site reply of the round as metrics.csv rows (once per round)."""

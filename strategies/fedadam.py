@@ -23,7 +23,7 @@ class FedAdam(FedTumorStrategy, FlowerFedAdam):
 
     def aggregate_train(self, server_round, replies):
         arrays, metrics = super().aggregate_train(server_round, replies)
-        sent = self._sent_arrays
+        sent = self.sent_arrays
         if arrays is not None and sent is not None:
             arrays = ArrayRecord(
                 {

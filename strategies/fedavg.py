@@ -15,3 +15,4 @@ class FedAvgPlugin(FlowerStrategyPlugin):
     description = "Federated averaging, weighted by each site's number of training subjects"
     reference = "McMahan et al. 2017, Communication-Efficient Learning of Deep Networks from Decentralized Data"
     strategy_class = FedAvg
+    weighting = "num-examples"

@@ -31,3 +31,4 @@ class FedAvgMPlugin(FlowerStrategyPlugin):
         "server-momentum": Parameter(0.9, "server momentum"),
     }
     strategy_class = FedAvgM
+    weighting = "num-examples"  # the momentum step is taken on the num-examples-weighted mean

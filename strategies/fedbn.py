@@ -13,6 +13,11 @@ scanner, protocol and intensity profile live in those layers, so FedBN suits non
   The global model is therefore only meaningful with a site's norms: centralised evaluation of
   it uses those initial norms, per-site evaluation uses each site's own.
 
+Personalised scoring: a site's personal model is the global non-norm arrays with its own norms
+(:meth:`FedBNClientHooks.load_personal`, the global model's norms before the site first trains).
+Each federated evaluation scores the global model (the server's, initial norms included) and
+the personal one on the site's validation subjects (``dice_et`` and ``personal_dice_et``, ...).
+
 Norm entries are found by module type (:func:`norm_state_keys`), never by name patterns.
 """
 
@@ -27,6 +32,7 @@ from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 from fedtumor.federation.client_hooks import ClientHooks
 from fedtumor.federation.plugin import FlowerStrategyPlugin
 from fedtumor.federation.strategy import FedTumorStrategy
+from fedtumor.federation.wire import ARRAYS_KEY
 
 LOCAL_NORMS_KEY = "fedbn-local-norms"  # ArrayRecord in the node's context.state
 NORM_TYPES: tuple[type[torch.nn.Module], ...] = (
@@ -53,8 +59,7 @@ class FedBN(FedTumorStrategy, FlowerFedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         arrays, metrics = super().aggregate_train(server_round, replies)
-        if arrays is not None and self._sent_arrays is not None:
-            previous = self._sent_arrays
+        if arrays is not None and (previous := self.sent_arrays) is not None:
             arrays = ArrayRecord({key: arrays[key] if key in arrays else previous[key] for key in previous})
         return arrays, metrics
 
@@ -70,6 +75,24 @@ class FedBNClientHooks(ClientHooks):
             merged.update(local.to_torch_state_dict())
             model.load_state_dict(merged)
 
+    def load_personal(self, model: torch.nn.Module, content: RecordDict) -> bool:
+        """The site's personal model: the global non-norm arrays in ``content`` with this site's norms."""
+        self.load_global(model, content)
+        return True
+
+    def personal_arrays(self, content: RecordDict | None = None) -> ArrayRecord | None:
+        """Global non-norm arrays (from ``content``) plus the site's norms; None without ``content``.
+
+        The site keeps only its norms, so the rest of its personal model is the global model it is sent.
+        """
+        if content is None:
+            return None
+        arrays = ArrayRecord({key: value for key, value in content[ARRAYS_KEY].items()})
+        local = self.state.get(LOCAL_NORMS_KEY)
+        for key, value in local.items() if local is not None else ():
+            arrays[key] = value
+        return arrays
+
     def reply_arrays(self, model: torch.nn.Module, num_steps: int, learning_rate: float) -> ArrayRecord:
         state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
         norms = set(norm_state_keys(model))
@@ -83,3 +106,4 @@ class FedBNPlugin(FlowerStrategyPlugin):
     reference = "Li et al. 2021, FedBN: Federated Learning on Non-IID Features via Local Batch Normalization"
     client_hooks = FedBNClientHooks
     strategy_class = FedBN
+    weighting = "num-examples"

@@ -42,3 +42,4 @@ class FedProxPlugin(FlowerStrategyPlugin):
     parameters = {"proximal-mu": Parameter(0.01, "weight mu of the proximal term")}
     client_hooks = FedProxClientHooks
     strategy_class = FedProx
+    weighting = "num-examples"  # the proximal term is local; the server averages as FedAvg

@@ -20,10 +20,17 @@ only (buffers have no gradient, so their c stays zero). Floating-point buffers a
 parameters (eta_g = 1: averaged like FedAvg); integer arrays (e.g. BatchNorm's
 ``num_batches_tracked``) are averaged like FedAvg, rounded and kept in their dtype.
 
-Optimiser: SCAFFOLD is derived for plain SGD (FLamby's Scaffold even asserts
-``torch.optim.SGD``), while fedtumor's sites train with Adam. As is common practice, the
-correction is added to the gradient Adam then normalises, and ``(x - y_i) / (K lr)`` measures
-the mean Adam step rather than the mean gradient; the guarantees of the paper do not carry over.
+Optimiser: SCAFFOLD is derived for plain SGD local steps (FLamby's Scaffold even asserts
+``torch.optim.SGD``): only then is ``(x - y_i) / (K lr)`` the mean corrected gradient. The
+plugin therefore requires run-config ``optimizer = "sgd"`` (``required_run_config``; the run
+is refused before it starts with Adam, whose normalised steps would break the control-variate
+update). Sites build a fresh SGD each round; ``momentum`` 0 is the paper's setting (with
+momentum, option II measures the mean momentum step instead), ``weight-decay`` adds to the
+gradient SGD steps along, as in any SGD.
+
+Example::
+
+    flwr run . local --run-config "strategy='scaffold' optimizer='sgd' learning-rate=0.01"
 """
 
 from __future__ import annotations
@@ -178,6 +185,8 @@ class ScaffoldPlugin(FlowerStrategyPlugin):
     }
     client_hooks = ScaffoldClientHooks
     strategy_class = Scaffold
+    # Checked with the run config (fedtumor/federation/settings.py) before a run starts.
+    required_run_config = {"optimizer": "sgd"}
 
     def build(self, params: Mapping[str, ParameterValue], options: StrategyOptions) -> Scaffold:
         if not float(params["server-learning-rate"]) > 0:

@@ -9,6 +9,7 @@ from rich.progress import Progress
 from fedtumor.baselines.sites import load_sites, load_test_subjects
 from fedtumor.baselines.trainer import BaselineJob, test_cases, train_baseline
 from fedtumor.core.config import RunConfig
+from fedtumor.run.tracking import open_tracker
 from fedtumor.run.writer import RunWriter
 
 
@@ -26,5 +27,5 @@ def run_centralized(config: RunConfig, n_sites: int, run_dir: Path, progress: Pr
         train_subjects=[subject for site in sites for subject in site.train],
         sites={site.site_id: len(site.train) for site in sites},
     )
-    summary, _ = train_baseline(config, job, cases, RunWriter(run_dir), progress)
+    summary, _ = train_baseline(config, job, cases, RunWriter(run_dir, tracker=open_tracker(config, run_dir)), progress)
     return summary

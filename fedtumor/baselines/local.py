@@ -3,7 +3,11 @@
 Writes one run folder per site (``<run>/site-k/``) and, in ``<run>/`` itself, a run folder
 of the mean local model: its metrics.csv has each site model's held-out test scores (scope
 ``site-k``) and their mean (scope ``global``) per round; summary.json the mean and each
-site's final scores.
+site's final scores. With ``cross-site-eval`` on, ``<run>/`` also gets the cross-site matrix:
+each site's final local model scored on every site's validation subjects (docs/evaluation.md).
+The summary also has the patches all site models trained on and, with early stopping, where
+each stopped; a site model that stopped early keeps its last scores in the later rounds of the
+mean (it no longer changes).
 """
 
 from __future__ import annotations
@@ -13,10 +17,13 @@ from pathlib import Path
 
 from rich.progress import Progress
 
+from fedtumor.baselines.cross_site import local_models, score_on_sites
 from fedtumor.baselines.sites import load_sites, load_test_subjects
 from fedtumor.baselines.trainer import BaselineJob, mean_over_models, run_summary, test_cases, train_baseline
 from fedtumor.core.config import RunConfig
+from fedtumor.run.cross_site import matrix_cells, write_cross_site
 from fedtumor.run.plots import draw_run_plots
+from fedtumor.run.tracking import open_tracker
 from fedtumor.run.writer import GLOBAL_SCOPE, RunWriter
 
 
@@ -43,12 +50,20 @@ def run_local(
             raise ValueError(f"no site {unknown[0]} in this cohort (sites: {known})")
         sites = [site for site in sites if site.site_id in only_sites]
     cases = test_cases(load_test_subjects(config, n_sites))
-    writer = RunWriter(run_dir)
+    writer = RunWriter(run_dir, tracker=open_tracker(config, run_dir))  # the mean local model; sites untracked
     writer.write_config(
-        {**config.to_run_config(), "baseline": "local", "num-sites": len(sites), "sites": [s.site_id for s in sites]}
+        {
+            **config.to_run_config(),
+            "baseline": "local",
+            "num-sites": len(sites),
+            "sites": [s.site_id for s in sites],
+            "cohort-sites": n_sites,  # all of the cohort's, when --only trained fewer (fedtumor cross-site)
+        }
     )
     site_task = progress.add_task("local: sites", total=len(sites)) if progress is not None else None
     per_site_final: dict[str, dict] = {}
+    per_site_stopped: dict[str, dict | None] = {}
+    patches_seen = 0
     histories = []
     score_rounds = None if score_every_round else {0, config.num_server_rounds}
     initial_scores = None
@@ -64,7 +79,9 @@ def run_local(
         )
         initial_scores = history[0]
         per_site_final[site.site_id] = summary["final"]
-        histories.append(history)
+        per_site_stopped[site.site_id] = summary["stopped_early"]
+        patches_seen += summary["patches_seen"]
+        histories.append(held_to_the_end(history, config.num_server_rounds))  # site rows: only rounds it ran
         for server_round, means in history.items():
             writer.add_metrics(round=server_round, scope=site.site_id, split="test", metrics=means)
         if progress is not None:
@@ -77,8 +94,22 @@ def run_local(
     )
     summary["num_nodes"] = len(sites)
     summary["per_site_final"] = per_site_final
+    summary["patches_seen"] = patches_seen
+    summary["per_site_stopped_early"] = per_site_stopped
+    if config.cross_site_eval:  # every site's data is at hand here: each local model on every site
+        scores = score_on_sites(local_models(run_dir, [site.site_id for site in sites]), sites, config, progress)
+        write_cross_site(run_dir, scores, title="Cross-site evaluation (local-only models)")
+        summary["cross_site"] = {"share_personal": False, "mean_dice": matrix_cells(scores)}
     writer.write_summary(summary)
     draw_run_plots(run_dir)
     if progress is not None:
         progress.remove_task(site_task)
     return summary
+
+
+def held_to_the_end(history: dict[int, dict[str, float]], last_round: int) -> dict[int, dict[str, float]]:
+    """A model that stopped early, scored on as at its last round up to ``last_round`` (it no longer changes)."""
+    stopped = max(history)
+    if stopped >= last_round or len(history) != stopped + 1:  # ran every round, or was not scored every round
+        return history
+    return {**history, **{r: history[stopped] for r in range(stopped + 1, last_round + 1)}}

@@ -3,8 +3,11 @@
 A "round" of a baseline is the training a federated round does on the same subjects:
 ``local-epochs`` passes of ``samples-per-volume`` patches per subject, then the held-out
 test set is scored, so its metrics.csv lines up round by round with a federated run's.
-Differences from a federated client, on purpose: one Adam optimiser for the whole run (a
-non-federated model keeps its optimiser state), and no aggregation in between.
+Differences from a federated client, on purpose: one optimiser (run-config ``optimizer``) for
+the whole run (a non-federated model keeps its optimiser state), and no aggregation in between.
+With ``early-stopping-patience`` set, the federation's rule applies to each round's held-out
+mean Dice (every round is then scored); the summary's ``stopped_early`` gives the round and
+epoch, and ``patches_seen`` the patches actually trained.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from fedtumor.core.config import RunConfig
 from fedtumor.core.losses import build_loss
 from fedtumor.core.metrics import mean_dice
 from fedtumor.core.model import build_model
+from fedtumor.core.optimizers import OptimizerSettings
 from fedtumor.core.training import SUMMARY_METRICS, VolumeCase, evaluate_cases, resolve_device, train_site_round
 from fedtumor.run.best_model import BestModelKeeper
 from fedtumor.run.checkpoint import save_checkpoint
+from fedtumor.run.early_stopping import EarlyStopping
 from fedtumor.run.files import FINAL_MODEL_FILE
 from fedtumor.run.plots import draw_run_plots
 from fedtumor.run.writer import GLOBAL_SCOPE, RunWriter
@@ -58,7 +63,8 @@ def train_baseline(
 ) -> tuple[dict, dict[int, dict[str, float]]]:
     """Train ``num-server-rounds`` x ``local-epochs`` epochs, scoring ``cases`` after every round.
 
-    ``score_rounds`` limits the held-out scoring to those rounds (the last is always scored);
+    ``score_rounds`` limits the held-out scoring to those rounds (the last is always scored;
+    with early stopping on, every round is);
     ``initial_scores`` are round 0's scores when already known (every model with the same
     seed starts from the same weights). Writes config.json, metrics.csv (train and held-out
     test rows), the final and best models, the overlay case, summary.json and the plots;
@@ -71,7 +77,11 @@ def train_baseline(
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)  # the same initial model as the federation's round 0
     model = build_model(config.model, config.base_filters)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    optimizer = OptimizerSettings.from_config(config).build(model.parameters(), config.learning_rate)
+    stopper = EarlyStopping(config.early_stopping_patience, config.early_stopping_min_delta, "held-out mean Dice")
+    if stopper.enabled:
+        score_rounds = None  # the rule needs every round's score
+    patches_seen = 0
     loss_fn = build_loss(config.loss)
     rounds = config.num_server_rounds
     patches_per_round = len(job.train_subjects) * config.samples_per_volume * config.local_epochs
@@ -99,6 +109,7 @@ def train_baseline(
                 optimizer=optimizer,
                 on_batch=advance_patches,
             ).stats
+            patches_seen += stats.num_patches
             writer.add_metrics(
                 round=server_round,
                 scope=GLOBAL_SCOPE,
@@ -121,9 +132,13 @@ def train_baseline(
         if progress is not None and server_round >= 1:
             progress.update(round_task, advance=1)
             progress.update(patch_task, completed=server_round * patches_per_round)
+        if server_round >= 1 and stopper.update(server_round, mean_dice(means)):
+            break
 
     save_checkpoint(writer.model_path(FINAL_MODEL_FILE), model.state_dict(), config)
     summary = run_summary(config, job.kind, job.sites, history, time.perf_counter() - started)
+    summary["patches_seen"] = patches_seen
+    summary["stopped_early"] = stopped_early_report(stopper, config.local_epochs)
     writer.write_summary(summary)
     draw_run_plots(writer.run_dir)
     if progress is not None:
@@ -153,6 +168,18 @@ def run_summary(
         "failed_replies": [],
         "final": {**{name: float(history[last][name]) for name in SUMMARY_METRICS}, "round": last},
         "best": {"round": best_round, "mean_dice": mean_dice(history[best_round])},
+    }
+
+
+def stopped_early_report(stopper: EarlyStopping, epochs_per_round: int) -> dict | None:
+    """summary.json's ``stopped_early`` of a baseline: the federation's, plus the epoch it stopped after."""
+    report = stopper.report()
+    if report is None:
+        return None
+    return {
+        **report,
+        "epoch": report["round"] * epochs_per_round,
+        "best_epoch": report["best_round"] * epochs_per_round,
     }
 
 

@@ -36,7 +36,7 @@ from fedtumor.core.config import read_run_config
 from fedtumor.core.errors import ConfigError, DataError
 from fedtumor.core.metrics import mean_dice
 from fedtumor.deployment.simulation import simulation_command
-from fedtumor.federation.settings import check_federation_keys
+from fedtumor.federation.settings import check_federation_keys, required_overrides
 from fedtumor.run.files import SUMMARY_FILE
 from fedtumor.run.writer import GLOBAL_SCOPE, metric_table, read_metrics, read_summary
 
@@ -145,7 +145,8 @@ def run_federated(study: Study, method: str, seed: int, progress: Progress) -> R
     run_dir = study.runs / name
     if reusable(run_dir):
         return record_of(method, seed, run_dir, 0.0, reused=True)
-    run_config = f"{study.base_config} strategy='{method}' seed={seed} run-name='{name}'"
+    # A method's own requirements (SCAFFOLD: optimizer='sgd') after the shared config.
+    run_config = f"{study.base_config} strategy='{method}' {required_overrides(method)} seed={seed} run-name='{name}'"
     flwr_home = study.logs / f"flwr-home-{name}"
     command = [
         *simulation_command(study.app_dir),

@@ -7,7 +7,7 @@ so the rest of ``fedtumor/`` stays free of data-layout and Flower code.
 
 # isort: off
 # Registration order is the order of `fedtumor --help`: data first, then baselines, security, audit.
-from fedtumor.cli import data, checks, scoring, predict, baselines, security, node, audit, strategies  # noqa: F401
+from fedtumor.cli import data, checks, scoring, predict, baselines, cross_site, security, node, audit, strategies  # noqa: F401
 
 # isort: on
 from fedtumor.cli.common import app, console, error_console, fail

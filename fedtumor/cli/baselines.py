@@ -1,4 +1,4 @@
-"""Baselines that share the federation's config and budget: pooled (centralized) and local-only."""
+"""Baselines that share the federation's config and budget: pooled, local-only, FedAvg-FT."""
 
 from __future__ import annotations
 
@@ -107,3 +107,38 @@ def _no_progress():
     import contextlib
 
     return contextlib.nullcontext(None)
+
+
+@app.command("fine-tune")
+def fine_tune(
+    run: Path = typer.Option(..., "--run", help="Run folder of a finished federation (final_model.pt, config.json)."),
+    epochs: int = typer.Option(2, "--epochs", min=1, help="Passes over each site's training patches."),
+    run_config: str = typer.Option("", "--run-config", help="Overrides of the run's own config (config.json)."),
+    out: Path = typer.Option(None, "--out", help="Folder for summary.json and the plot (default: <run>-fine-tune)."),
+    torch_threads: int = typer.Option(0, "--torch-threads", min=0, help=_THREADS_HELP),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """FedAvg-FT: every site fine-tunes the run's final model on its own data; global and fine-tuned scores."""
+    from fedtumor.baselines.fine_tune import run_fine_tune
+
+    out_dir = out or run.parent / f"{run.name}-fine-tune"
+    if torch_threads:
+        import torch
+
+        torch.set_num_threads(torch_threads)
+    try:
+        with _baseline_progress() if progress else _no_progress() as bars:
+            summary = run_fine_tune(run, epochs, out_dir, run_config, bars)
+    except (DataError, ConfigError, FileExistsError) as exc:
+        fail(str(exc))
+    for site, scores in summary["sites"].items():
+        console.print(
+            f"  {site}: validation mean Dice global {scores['global_val']['mean_dice']:.3f}, "
+            f"fine-tuned {scores['personal_val']['mean_dice']:.3f}"
+        )
+    mean = summary["mean"]
+    console.print(
+        f"fine-tune: {epochs} epochs; mean validation Dice global {mean['global_val']['mean_dice']:.3f}, "
+        f"fine-tuned {mean['personal_val']['mean_dice']:.3f}; held-out fine-tuned "
+        f"{mean['personal_heldout']['mean_dice']:.3f}; results in {out_dir}"
+    )

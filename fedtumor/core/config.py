@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -31,6 +32,10 @@ LOSS_NAMES = ("dice", "dicece")
 DEVICE_NAMES = ("auto", "cpu", "cuda")
 SYNTH_SHAPES = (64, 96, 128)
 SYNTH_GEOMETRIES = ("cube", "brats")  # data_loaders/synthetic/geometry.py
+OPTIMIZER_NAMES = ("adam", "sgd")  # fedtumor/core/optimizers.py
+TIME_MODELS = ("fedtumor", "fets")  # fedtumor/federation/fets_ledger.py
+PERSONAL_HELDOUT_MODES = ("final", "every-round", "never")  # client_app/personal.py
+TRACKING_BACKENDS = ("", "mlflow")  # fedtumor/run/tracking.py; "" = off
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ class RunConfig:
     # Simulated time (fedtumor/federation/simulated_time.py): profiles CSV ("" = seeded per site id), budget
     site_profiles: str = ""
     time_budget_s: float = 604800.0
+    time_model: str = "fedtumor"  # "fets": FeTS Challenge profiles and scoring (docs/fets.md)
     # Client-level differential privacy (fedtumor/federation/privacy.py): 0 noise = off; epsilon reported at dp-delta
     dp_noise_multiplier: float = 0.0
     dp_clipping_norm: float = 1.0
@@ -67,6 +73,13 @@ class RunConfig:
     # Local training
     local_epochs: int = 1
     learning_rate: float = 0.01
+    # Local optimiser (fedtumor/core/optimizers.py), fresh each round; momentum is SGD's only
+    optimizer: str = "adam"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    # Early stopping (fedtumor/run/early_stopping.py) on the held-out (else validation) mean Dice; 0 = off
+    early_stopping_patience: int = 0
+    early_stopping_min_delta: float = 0.0
     batch_size: int = 2
     patch_size: int = 48
     samples_per_volume: int = 4
@@ -84,6 +97,11 @@ class RunConfig:
     heldout: str = ""
     val_fraction: float = 0.25
     server_eval: bool = True
+    # Personal models (FedBN, Ditto): when sites score theirs on the held-out set (simulation only)
+    personal_heldout: str = "final"
+    # Cross-site evaluation (docs/evaluation.md) at the end of a run; personal models leave a site only if shared
+    cross_site_eval: bool = False
+    cross_site_share_personal: bool = False
     # Synthetic cohort, used when data-dir is empty
     synth_sites: int = 0
     synth_subjects: int = 32
@@ -97,6 +115,9 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"
     torch_threads: int = 1
+    # Experiment tracking (docs/tracking.md): "" = off; tracking-uri "" = a store inside the run folder
+    tracking: str = ""
+    tracking_uri: str = ""
 
     def __post_init__(self) -> None:
         checks = {
@@ -113,6 +134,10 @@ class RunConfig:
             "dp-delta": 0.0 < self.dp_delta < 1.0,
             "local-epochs": self.local_epochs >= 1,
             "learning-rate": self.learning_rate > 0,
+            "momentum": 0.0 <= self.momentum < 1.0,
+            "weight-decay": 0.0 <= self.weight_decay < float("inf"),
+            "early-stopping-patience": self.early_stopping_patience >= 0,
+            "early-stopping-min-delta": 0.0 <= self.early_stopping_min_delta < float("inf"),
             "batch-size": self.batch_size >= 1,
             "patch-size": self.patch_size >= 16 and self.patch_size % 8 == 0,
             "samples-per-volume": self.samples_per_volume >= 1,
@@ -131,6 +156,9 @@ class RunConfig:
             "device": (self.device, DEVICE_NAMES),
             "synth-shape": (self.synth_shape, SYNTH_SHAPES),
             "synth-geometry": (self.synth_geometry, SYNTH_GEOMETRIES),
+            "optimizer": (self.optimizer, OPTIMIZER_NAMES),
+            "time-model": (self.time_model, TIME_MODELS),
+            "personal-heldout": (self.personal_heldout, PERSONAL_HELDOUT_MODES),
         }
         for key, ok in checks.items():
             if not ok:
@@ -138,6 +166,18 @@ class RunConfig:
         for key, (value, allowed) in choices.items():
             if value not in allowed:
                 raise ConfigError(f"run-config key '{key}': {value!r} is not one of {', '.join(map(str, allowed))}")
+        if self.site_profiles and self.time_model == "fets":
+            raise ConfigError("run-config key 'site-profiles': applies to time-model='fedtumor' only, not 'fets'")
+        if self.momentum and self.optimizer != "sgd":
+            raise ConfigError(f"run-config key 'momentum': applies to optimizer='sgd' only, not {self.optimizer!r}")
+        if self.early_stopping_patience and not (self.server_eval or self.fraction_evaluate > 0):
+            raise ConfigError(
+                "run-config key 'early-stopping-patience': nothing to monitor; "
+                "set server-eval=true or fraction-evaluate > 0"
+            )
+        if self.cross_site_share_personal and not self.cross_site_eval:
+            raise ConfigError("run-config key 'cross-site-share-personal': applies with cross-site-eval=true only")
+        _check_tracking(self.tracking, self.tracking_uri)
         # The ServerApp runs in the SuperLink's working directory and ClientApps in Ray's.
         for key in ("data-dir", "partitions", "heldout", "output-dir", "site-profiles", "resume"):
             value = getattr(self, _field(key))
@@ -158,6 +198,17 @@ def _key(field_name: str) -> str:
 
 def _field(key: str) -> str:
     return key.replace("-", "_")
+
+
+def _check_tracking(tracking: str, tracking_uri: str) -> None:
+    if tracking not in TRACKING_BACKENDS:
+        raise ConfigError(f"run-config key 'tracking': {tracking!r} is not one of '' (off), 'mlflow'")
+    if tracking_uri and not tracking:
+        raise ConfigError("run-config key 'tracking-uri': applies with tracking='mlflow' only")
+    if tracking_uri and not re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", tracking_uri):
+        raise ConfigError(
+            f"run-config key 'tracking-uri': {tracking_uri!r} is not a URI (e.g. http://host:5000, sqlite:////abs/mlflow.db)"
+        )
 
 
 def _coerce(key: str, value: Any, expected: type) -> Any:

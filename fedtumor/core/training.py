@@ -13,6 +13,7 @@ from monai.inferers import sliding_window_inference
 
 from fedtumor.core.brats_scores import challenge_region_scores
 from fedtumor.core.metrics import region_scores
+from fedtumor.core.optimizers import OptimizerSettings
 from fedtumor.core.regions import REGIONS, labels_to_regions, regions_to_labels
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -103,6 +104,7 @@ def train_site_round(
     *,
     learning_rate: float | None = None,
     optimizer: torch.optim.Optimizer | None = None,
+    optimizer_settings: OptimizerSettings | None = None,
     probe_loss_change: bool = False,
     extra_loss: Callable[[torch.nn.Module], torch.Tensor | None] | None = None,
     before_step: Callable[[torch.nn.Module], None] | None = None,
@@ -114,17 +116,18 @@ def train_site_round(
     patches the caller has seeded and queued (``data_loaders.round_patches``), so they train alike.
     With ``probe_loss_change`` one extra pass, drawn before training, is kept as fixed probe
     patches, scored in eval mode before and after (cost-weighted strategies). Give either
-    ``learning_rate`` (a fresh Adam, built after the probe, as a federated site does every round)
-    or ``optimizer`` (one kept across rounds, as the baselines do).
+    ``learning_rate`` (a fresh optimiser of ``optimizer_settings``, default Adam, built after the
+    probe, as a federated site does every round) or ``optimizer`` (one kept across rounds, as
+    the baselines do).
     """
     if (learning_rate is None) == (optimizer is None):
-        raise ValueError("give exactly one of learning_rate (a fresh Adam) and optimizer")
+        raise ValueError("give exactly one of learning_rate (a fresh optimiser) and optimizer")
     probe = loss_before = None
     if probe_loss_change:
         probe = list(epoch_batches())
         loss_before = mean_loss(model, probe, loss_fn, device)
     if optimizer is None:
-        optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+        optimizer = (optimizer_settings or OptimizerSettings()).build(model.parameters(), learning_rate)
     stats = train_epochs(
         model,
         epoch_batches,

@@ -16,6 +16,9 @@ attributes: ``select_collaborators`` (which sampled sites train each round) and
 ``round_hyperparameters`` (each round's learning rate and local epochs); the defaults train
 every sampled site with the run config's values. Wrap a plain function in ``staticmethod``.
 The registry puts them (or the run config's built-ins) into the options.
+
+``weighting = "num-examples"`` declares that the strategy averages the sites' updates weighted
+by their ``num-examples`` (FedAvg's rule); the conformance kit then checks that arithmetic.
 """
 
 from __future__ import annotations
@@ -57,6 +60,12 @@ class StrategyPlugin(ABC):
     client_hooks: ClassVar[type[ClientHooks] | None] = None
     # Whether identical client updates must aggregate to that update (checked by the kit).
     preserves_identical_updates: ClassVar[bool] = True
+    # How aggregate_train weights the sites' updates; "num-examples" promises a num-examples-weighted
+    # mean before any server step (the kit's weighting check verifies it); None makes no promise.
+    weighting: ClassVar[str | None] = None
+    # Run-config values the strategy needs (key -> value), refused before the run starts when not met,
+    # e.g. SCAFFOLD's {"optimizer": "sgd"} (fedtumor/federation/settings.py).
+    required_run_config: ClassVar[Mapping[str, ParameterValue]] = {}
     # FeTS Task 1 hooks (fedtumor/federation/fets_hooks.py); run-config keys collaborator-selection and
     # round-hyperparameters, when set, take precedence.
     select_collaborators: ClassVar[CollaboratorSelector] = staticmethod(all_sites)

@@ -10,8 +10,9 @@ and download/upload bandwidth in Mbit/s (network). They come either from a CSV f
 or, when that key is empty, from :func:`seeded_profile`, a draw keyed by the site id alone, so
 a site keeps its profile whatever Flower node id it gets and whatever the run's seed:
 
-- ``seconds_per_sample`` log-uniform in [1.8, 7.5] s, the range of the per-patient training
-  times measured at FeTS institutions (FeTS Challenge ``time_utils.py``);
+- ``seconds_per_sample`` log-uniform in [1.8, 7.5] s: the range of the mean per-patient training
+  times measured at FeTS institutions (``TRAINING_TIMES`` in the FeTS Challenge's
+  ``Task_1/fets_challenge/experiment.py``; one outlier at 20.7 s left out), applied here per patch;
 - ``download_mbps`` log-uniform in [10, 200] Mbit/s, ``upload_mbps`` = download x uniform[0.25, 1]
   (hospital uplinks are rarely faster than their downlinks).
 
@@ -26,6 +27,10 @@ fedtumor's sites validate in a separate phase that a strategy does not shape).
 **A round.** As long as its slowest selected site (:func:`round_duration`), counting the sites
 whose training reply reached aggregation; a site that failed adds nothing (its time is unknown).
 
+This is fedtumor's own time model (run-config ``time-model = "fedtumor"``, the default). The
+FeTS Challenge's own, with its measured profiles, validation time and per-round noise, is
+``time-model = "fets"`` (``fedtumor/federation/fets_profiles.py``, docs/fets.md).
+
 **Convergence score** (:func:`convergence_score`): the area under the curve of the best
 held-out mean Dice reached so far versus cumulative simulated time, divided by the budget
 (one simulated week, 604800 s, by default), so it lies in [0, 1] for Dice in [0, 1]. The curve
@@ -34,8 +39,11 @@ round r at the end of round r) holds its value until the next *improvement*; aft
 round it is held flat to the end of the budget (a run that stops early is scored as if its
 best model were kept for the rest of the week, like FeTS's "projected" score), and a run
 that goes past the budget is cut there: evaluations after the budget count for nothing.
-FeTS's own code credits a round's duration with the best Dice known *before* that round,
-one round later than here; here a model counts from the moment it exists.
+FeTS credits a model from the same moment (the end of the round that made it: the next round's
+duration gets the best Dice including it), but only once its collaborators have validated it,
+which they do in the next round: the model aggregated in the last round is never scored.
+:func:`fets_convergence_score` (used under ``time-model = "fets"``) does the same; this score
+also credits the final model, held flat to the budget.
 """
 
 from __future__ import annotations
@@ -216,3 +224,14 @@ def convergence_score(times_s: Sequence[float], best_dice: Sequence[float], budg
     for start, end, value in zip(times, ends, best):
         area += value * (min(end, budget_s) - min(start, budget_s))
     return area / budget_s
+
+
+def fets_convergence_score(times_s: Sequence[float], dice: Sequence[float], budget_s: float = ONE_WEEK_S) -> float:
+    """The score as FeTS computed it: only validated models count, so the last (final) model does not.
+
+    ``times_s`` and ``dice`` are those of :func:`convergence_score`, the last entry the final
+    aggregated model; its round still took its time, the score holds the best earlier model flat.
+    """
+    if len(times_s) != len(dice):
+        raise ValueError(f"times_s and dice differ in length ({len(times_s)} vs {len(dice)})")
+    return convergence_score(list(times_s)[:-1], list(dice)[:-1], budget_s)

@@ -22,6 +22,7 @@ Reliability (docs/reliability.md): a site that raised, died or missed the round 
 recorded and left out; a round with fewer sound training replies than ``min_train_replies``
 (capped at the sites asked) ends the run with :class:`RoundFailedError`. Sound replies are
 aggregated in site-id order, so the aggregate does not depend on which site answered first.
+:attr:`FedTumorStrategy.sent_arrays` is the global model sent this round, for ``aggregate_train``.
 ``round_offset`` shifts Flower's round numbers (1, 2, ...) to the true rounds of a resumed
 run; ``state_dict``/``load_state_dict`` carry what a strategy learnt across a resume
 (override them, calling ``super()``, in strategies that keep state).
@@ -74,6 +75,15 @@ class FedTumorStrategy:
         self.ledger = options.ledger if options.ledger is not None else SiteLedger()
         self._sent_arrays: ArrayRecord | None = None  # the global model this round's sites received
         self._download_bytes: dict[int, int] = {}  # node id -> bytes of every ArrayRecord sent to it
+
+    @property
+    def sent_arrays(self) -> ArrayRecord | None:
+        """The global model this round's sites received (set by ``configure_train``; None before).
+
+        Read it in ``aggregate_train`` (e.g. to carry over arrays the sites do not send, or to
+        take a server step from it); do not change it.
+        """
+        return self._sent_arrays
 
     # -- what the sites are told ------------------------------------------------------
     def hook_config(self, server_round: int) -> dict:

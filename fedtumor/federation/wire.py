@@ -40,6 +40,12 @@ LOSS_BEFORE_KEY = "loss-before"  # on fixed probe patches, before local training
 LOSS_AFTER_KEY = "loss-after"  # the same patches, after
 NUM_PATCHES_KEY = "num-patches"
 TRAIN_SECONDS_KEY = "train-seconds"
+# Personalised FL (client_app/personal_eval.py): the evaluate reply scores the global model under the
+# plain names (``dice_et``) and the site's personal model with these prefixes; only scores travel.
+PERSONAL_PREFIX = "personal_"  # on the site's validation subjects
+PERSONAL_HELDOUT_PREFIX = "personal_heldout_"  # on the held-out test set, where the site can read it
+NUM_HELDOUT_KEY = "num-heldout"  # held-out subjects the personal model was scored on
+PERSONAL_LOSS_KEY = "personal-loss"  # train reply: the personal model's last-epoch loss (Ditto)
 
 # A reply's site record, site -> server
 SITE_ID_KEY = "site-id"

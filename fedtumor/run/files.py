@@ -16,11 +16,16 @@ RESUME_FILE = "resume_state.pt"  # what a resumed run continues from
 FINAL_MODEL_FILE = "final_model.pt"
 BEST_MODEL_FILE = "best_model.pt"
 OVERLAY_FILE = "overlay_case.npz"  # one held-out image, its reference and the prediction
+TRACKING_DB_FILE = "mlflow.db"  # tracking="mlflow" without tracking-uri: the MLflow store
+TRACKING_RUN_FILE = "mlflow_run.json"  # the MLflow run id, so a resumed run logs into the same run
+CROSS_SITE_FILE = "cross_site.csv"  # mean Dice of each model (rows) on each site's validation subjects
+CROSS_SITE_SCORES_FILE = "cross_site_scores.csv"  # long format: model, site, metric, value
 
 DICE_PER_ROUND_PNG = "dice_per_round.png"
 HD95_PER_ROUND_PNG = "hd95_per_round.png"
 SITE_DICE_PNG = "site_dice.png"
 OVERLAY_PNG = "prediction_overlay.png"
+CROSS_SITE_PNG = "cross_site.png"  # heatmap of cross_site.csv
 
 MODEL_FILES = (FINAL_MODEL_FILE, BEST_MODEL_FILE)
 # Finding any of these means the folder already holds a run (its name is taken).

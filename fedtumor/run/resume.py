@@ -8,7 +8,8 @@ into the run folder (atomically: a temporary name, then a rename), holding
 - ``strategy``: the strategy's ``state_dict()`` (momentum, moments, control variates, ...);
 - ``recorder``: what the server knows about the study so far: ``ledger``, the run's ledger of
   site replies (sites, rounds, failures, data manifests, held-out history, simulated time),
-  and the evaluator's best score so far;
+  the evaluator's best score so far and, with early stopping on, its state (``early_stopping``;
+  a state file without it starts early stopping afresh);
 - ``rng``: the server's Python, NumPy and PyTorch random states.
 
 Strategy and recorder states are nested dicts/lists of plain values and numpy arrays; arrays
@@ -50,6 +51,12 @@ MAY_DIFFER_ON_RESUME = frozenset(
         "torch-threads",
         "output-dir",  # the run continues in the resume folder
         "run-name",
+        "early-stopping-patience",  # when to stop, not what a round trains
+        "early-stopping-min-delta",
+        "cross-site-eval",  # scored after the last round, never trained on
+        "cross-site-share-personal",
+        "tracking",  # where metrics are also logged
+        "tracking-uri",
     }
 )
 

@@ -7,7 +7,8 @@ The ServerApp writes, as the run goes, into ``<output-dir>/<run-name>/``:
   and flushed as each round finishes so a crashed run still leaves its history behind;
 - ``overlay_case.npz``: one test case (image, reference, prediction) for the overlay plot;
 - ``summary.json``: strategy, rounds, wall time, final and best metrics;
-- the models (the server saves them itself at :meth:`RunWriter.model_path`) and the PNG plots.
+- the models (the server saves them itself at :meth:`RunWriter.model_path`) and the PNG plots;
+- with ``tracking = "mlflow"``, the same params and metrics in MLflow (fedtumor/run/tracking.py).
 
 Scopes are ``"global"`` or a site id such as ``"site-3"``; splits are ``"train"``, ``"val"``
 and ``"test"``. Round 0 is the initial global model.
@@ -35,6 +36,7 @@ from fedtumor.core.errors import DataError
 from fedtumor.core.ordering import natural_key
 from fedtumor.run.files import CONFIG_FILE, FINAL_MODEL_FILE, METRICS_FILE, OVERLAY_FILE, SUMMARY_FILE
 from fedtumor.run.folder import files_of_a_run
+from fedtumor.run.tracking import NoTracker, Tracker
 
 METRICS_COLUMNS: tuple[str, ...] = ("round", "scope", "split", "metric", "value")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -155,9 +157,12 @@ class RunWriter:
     (config.json, metrics.csv or summary.json) is refused unless ``exist_ok=True``, in which
     case new metric rows are appended after the old ones: results are never overwritten
     by accident.
+
+    ``tracker`` (off by default) gets the config, every metric row and the end of the run as
+    they are written; it is started once the folder is known to be free.
     """
 
-    def __init__(self, run_dir: Path | str, exist_ok: bool = False):
+    def __init__(self, run_dir: Path | str, exist_ok: bool = False, tracker: Tracker | None = None):
         self.run_dir = Path(run_dir)
         if not exist_ok:
             taken = files_of_a_run(self.run_dir)
@@ -166,6 +171,8 @@ class RunWriter:
                     f"{self.run_dir} already holds a run ({', '.join(taken)}); choose another run name or output folder"
                 )
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.tracker: Tracker = tracker if tracker is not None else NoTracker()
+        self.tracker.start()
 
     @property
     def metrics_path(self) -> Path:
@@ -189,6 +196,7 @@ class RunWriter:
         }
         path = self.run_dir / CONFIG_FILE
         _write_json_atomically(path, record)
+        self.tracker.log_params(record["config"])
         return path
 
     def add_metrics(self, round: int, scope: str, split: str, metrics: Mapping[str, Any]) -> None:  # noqa: A002
@@ -197,7 +205,7 @@ class RunWriter:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         if not scope:
             raise ValueError("scope must be 'global' or a site id, got an empty string")
-        rows = []
+        rows, numbers = [], {}
         for name, value in metrics.items():
             try:
                 number = float(value)
@@ -206,6 +214,7 @@ class RunWriter:
                     f"metric {name!r} for {scope}/{split} round {round} is not a number: {value!r}"
                 ) from None
             rows.append((int(round), scope, split, str(name), repr(number)))
+            numbers[str(name)] = number
         if not rows:
             return
         path = self.metrics_path
@@ -216,6 +225,7 @@ class RunWriter:
                 writer.writerow(METRICS_COLUMNS)
             writer.writerows(rows)
             handle.flush()
+        self.tracker.log_metrics(int(round), scope, split, numbers)
 
     def drop_rounds_after(self, last_round: int) -> None:
         """Keep metrics.csv rows up to ``last_round`` (resume: the rounds after it are run again).
@@ -268,9 +278,10 @@ class RunWriter:
         return path
 
     def write_summary(self, summary: Mapping[str, Any]) -> Path:
-        """summary.json, pretty-printed, numpy types converted."""
+        """summary.json, pretty-printed, numpy types converted; it ends the tracked run."""
         path = self.run_dir / SUMMARY_FILE
         _write_json_atomically(path, summary)
+        self.tracker.finish(failed=summary.get("status") == "failed")
         return path
 
     def write_json(self, name: str, data: Any) -> Path:

@@ -214,6 +214,9 @@ def script_command(tmp_path, *extra):
     ]
 
 
+# slow: the live_federation fixture above already runs a TLS + node-auth deployment through the proxy with
+# the same LoopbackFederation; this runs the whole script on top. `pytest -m slow` runs it.
+@pytest.mark.slow
 @needs_nginx
 def test_local_federation_script_end_to_end(tmp_path, script_env):
     """The one-command loopback federation, as a user runs it, on a tiny model."""

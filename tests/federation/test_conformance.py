@@ -40,9 +40,10 @@ def test_builtin_strategy_conforms(name):
     assert [r.name for r in results] == list(kit.CHECKS)
     failed = [f"{r.name}: {r.reason}" for r in results if r.status != kit.PASS and r.status != kit.SKIP]
     assert failed == []
-    # Only the identical-update check may be skipped, and only when the plugin says so.
+    # Only the identical-update and weighting checks may be skipped, and only when the plugin says so.
     skipped = {r.name for r in results if r.status == kit.SKIP}
-    assert skipped == (set() if plugin.preserves_identical_updates else {"identical updates"})
+    expected = set() if plugin.preserves_identical_updates else {"identical updates"}
+    assert skipped == expected | (set() if plugin.weighting else {"num-examples weighting"})
 
 
 def test_the_four_new_builtins_and_their_state_are_exercised():
@@ -129,7 +130,7 @@ class HalfStep(FedAvg):
 
     def aggregate_train(self, server_round, replies):
         arrays, metrics = super().aggregate_train(server_round, replies)
-        old = self._sent_arrays
+        old = self.sent_arrays
         return ArrayRecord({k: Array((v.numpy() + old[k].numpy()) / 2) for k, v in arrays.items()}), metrics
 
 
@@ -142,7 +143,7 @@ class HalfStepPlugin(FlowerStrategyPlugin):
 class FrozenModel(FedAvg):
     def aggregate_train(self, server_round, replies):
         _, metrics = super().aggregate_train(server_round, replies)
-        return self._sent_arrays, metrics
+        return self.sent_arrays, metrics
 
 
 class FrozenPlugin(FlowerStrategyPlugin):
@@ -264,8 +265,9 @@ def test_kit_leaves_the_process_as_found():
 
 # ------------------------------------------------------------------ command line
 def test_cli_check_passes_with_a_table():
-    result = CliRunner().invoke(app, ["strategies", "check", "fedprox"])
+    result = CliRunner().invoke(app, ["strategies", "check", "fedprox", "--strategy-config", "proximal-mu=0.5"])
     assert result.exit_code == 0, result.output
+    assert "with 'proximal-mu=0.5'" in result.output  # checked at the parameters asked for
     for name in kit.CHECKS:
         assert name in result.output
     assert "fedprox: conforms" in result.output

@@ -19,7 +19,7 @@ from fedtumor.federation.registry import build_strategy, load_registry
 from tests import REPO
 from tests.strategies.replies import Grid
 
-AVERAGING = {"fedavg", "fedprox"}
+AVERAGING = {"fedavg", "fedprox", "ditto"}  # ditto: FedAvg on the global model, personal models stay local
 
 
 @pytest.fixture(autouse=True)

@@ -5,9 +5,12 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
-from fedtumor.core.config import RunConfig
+from fedtumor.core.config import RunConfig, read_run_config
+from fedtumor.core.errors import ConfigError
+from fedtumor.core.optimizers import OptimizerSettings
 from fedtumor.core.training import train_epochs
 from fedtumor.federation.registry import build_strategy, client_hooks_for
+from fedtumor.federation.settings import check_federation_keys, required_overrides
 from strategies.scaffold import (
     CONTROL_KEY,
     DELTA_PREFIX,
@@ -114,7 +117,9 @@ def test_scaffold_hooks_in_the_training_loop_recover_the_gradient_after_one_sgd_
     control = ArrayRecord({k: torch.full_like(v, 0.3) for k, v in gradient.items()})
     hooks.load_global(model, RecordDict({"arrays": ArrayRecord(model.state_dict()), CONTROL_KEY: control}))
     x = {name: p.detach().clone() for name, p in model.named_parameters()}
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    optimizer = OptimizerSettings.from_config(read_run_config("strategy='scaffold' optimizer='sgd'")).build(
+        model.parameters(), lr=0.1
+    )  # what a SCAFFOLD site builds each round
     stats = train_epochs(
         model,
         lambda: [(inputs, targets)],
@@ -134,3 +139,27 @@ def test_scaffold_hooks_in_the_training_loop_recover_the_gradient_after_one_sgd_
         np.testing.assert_allclose(
             sent[DELTA_PREFIX + name].numpy(), gradient[name].numpy() - 0.1, rtol=1e-4, atol=1e-5
         )
+
+
+# ---------------------------------------------------------------------- SCAFFOLD needs SGD
+def test_scaffold_refuses_adam_before_the_run_in_one_line_naming_the_key():
+    config = read_run_config("strategy='scaffold' optimizer='adam'")
+    with pytest.raises(ConfigError, match="^run-config key 'optimizer': .*'scaffold'.*set optimizer='sgd'") as raised:
+        check_federation_keys(config)
+    assert "\n" not in str(raised.value)
+    with pytest.raises(ConfigError, match="^run-config key 'optimizer'"):
+        check_federation_keys(RunConfig(strategy="scaffold"))  # the default optimiser is Adam
+
+
+def test_scaffold_accepts_sgd_and_other_strategies_keep_adam():
+    config = read_run_config("strategy='scaffold' optimizer='sgd' momentum=0.5")
+    assert check_federation_keys(config) is config
+    assert check_federation_keys(RunConfig(strategy="fedavg", optimizer="adam")).optimizer == "adam"
+    assert isinstance(build_strategy(config), Scaffold)
+
+
+def test_scaffold_requirements_as_run_config_text_make_the_config_pass():
+    overrides = required_overrides("scaffold")
+    assert overrides == "optimizer='sgd'" and required_overrides("fedavg") == ""
+    config = read_run_config(f"strategy='scaffold' {overrides}")
+    assert check_federation_keys(config).optimizer == "sgd"

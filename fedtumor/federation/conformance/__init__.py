@@ -9,6 +9,7 @@ sites on a tiny 3D model, every message serialised as between processes), applie
 
     def test_my_plugin_conforms():
         assert_conforms(MyPlugin)
+        assert_conforms(MyPlugin, "alpha=0.9")  # at the parameters you will run (--strategy-config)
 
 ``site_instruction``, ``site_reply`` and ``as_serverapp`` help tests and benchmarks build the messages a strategy
 receives outside a running ServerApp.

@@ -13,12 +13,20 @@ from flwr.app import Array, ArrayRecord, Error, Message, MetricRecord, RecordDic
 
 from fedtumor.federation.conformance.harness import NUM_NODES, Harness, initial_model, numpy_arrays
 from fedtumor.federation.registry import client_hooks_for
-from fedtumor.federation.wire import ARRAYS_KEY, CLIENT_HOOK_KEY, CONFIG_KEY, REPORT_LOSS_BEFORE_KEY
+from fedtumor.federation.wire import (
+    ARRAYS_KEY,
+    CLIENT_HOOK_KEY,
+    CONFIG_KEY,
+    METRICS_KEY,
+    NUM_EXAMPLES_KEY,
+    REPORT_LOSS_BEFORE_KEY,
+)
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 NUM_ROUNDS = 3
 FAILED_CODE = 100  # the ClientApp's code for a site that could not train
 RTOL, ATOL = 1e-5, 1e-6  # float32 sums in another order differ in the last bits
+LIGHT, HEAVY = 1, 3  # the weighting check's num-examples: site B counts three times site A
 
 
 # ------------------------------------------------------------------ comparing results
@@ -122,6 +130,66 @@ def check_reply_order(h: Harness) -> Outcome:
         if problems := _metric_differences(forward_metrics, other_metrics):
             return _fail(f"{label} order changes the metrics: {_first(problems)}")
     return _pass(f"{len(replies)} distinct replies in 3 orders give the same model and metrics")
+
+
+def _as_reply(reply: Message, to: Message, arrays: ArrayRecord, num_examples: int) -> Message:
+    """``reply`` answering ``to`` with ``arrays`` and ``num-examples``; its other metrics and site record kept."""
+    content = RecordDict(dict(reply.content.items()))
+    content[ARRAYS_KEY] = ArrayRecord({key: Array(value.numpy().copy()) for key, value in arrays.items()})
+    content[METRICS_KEY] = MetricRecord({**dict(reply.content[METRICS_KEY]), NUM_EXAMPLES_KEY: num_examples})
+    return Message(content, reply_to=to)
+
+
+def _weighted_mean(a: ArrayRecord, b: ArrayRecord, keys: list[str]) -> ArrayRecord:
+    """(LIGHT * a + HEAVY * b) / (LIGHT + HEAVY), in float64, back in each array's dtype."""
+    out = {}
+    for key in keys:
+        x, y = a[key].numpy(), b[key].numpy()
+        mean = (LIGHT * x.astype(np.float64) + HEAVY * y.astype(np.float64)) / (LIGHT + HEAVY)
+        out[key] = Array(mean.astype(x.dtype))
+    return ArrayRecord(out)
+
+
+def check_weighting(h: Harness) -> Outcome:
+    """A plugin declaring ``weighting = "num-examples"`` weights each update by its site's ``num-examples``.
+
+    Two distinct trained models A and B with num-examples 1 and 3 must aggregate as A once and B
+    three times from three sites of 1 each (any server step after the mean sees the same mean),
+    and, where the plugin preserves identical updates (no server step), to (A + 3B) / 4 itself.
+    """
+    weighting = h.plugin.weighting
+    if weighting is None:
+        return Outcome(SKIP, "the plugin declares no weighting (set weighting = 'num-examples' for FedAvg's)")
+    if weighting != NUM_EXAMPLES_KEY:
+        return _fail(f"weighting {weighting!r} is unknown; the kit checks {NUM_EXAMPLES_KEY!r}")
+    messages, replies = h.trained_replies()
+    if len(replies) < 4:
+        return Outcome(SKIP, f"round 1 trains {len(replies)} of {NUM_NODES} sites; the check needs 4")
+    a, b = replies[0].content[ARRAYS_KEY], replies[1].content[ARRAYS_KEY]
+    weighted, _, _ = h.aggregate(
+        [_as_reply(replies[0], messages[0], a, LIGHT), _as_reply(replies[1], messages[1], b, HEAVY)]
+    )
+    split, _, _ = h.aggregate(
+        [_as_reply(replies[0], messages[0], a, LIGHT)]
+        + [_as_reply(replies[i], messages[i], b, LIGHT) for i in range(1, 1 + HEAVY)]
+    )
+    if weighted is None or split is None:
+        return _fail("aggregate_train returned no arrays")
+    if problems := _differences(weighted, split):
+        return _fail(f"B with num-examples {HEAVY} does not weigh as {HEAVY} sites of {LIGHT}: {_first(problems)}")
+    checked = [f"B with num-examples {HEAVY} weighs as {HEAVY} sites of {LIGHT}"]
+    if h.plugin.preserves_identical_updates:
+        keys = [k for k in a if k in b and k in h.global_arrays and k in weighted and a[k].numpy().dtype.kind == "f"]
+        got = ArrayRecord({k: weighted[k] for k in keys})
+        mean = f"({LIGHT}A + {HEAVY}B)/{LIGHT + HEAVY}"
+        if problems := _differences(got, _weighted_mean(a, b, keys)):
+            return _fail(
+                f"A with num-examples {LIGHT} and B with {HEAVY} do not aggregate to {mean}: {_first(problems)} "
+                "(an aggregate that is not the mean itself, e.g. after a server step, needs "
+                "preserves_identical_updates = False)"
+            )
+        checked.append(f"A ({LIGHT}) and B ({HEAVY}) aggregate to {mean} ({len(keys)} arrays)")
+    return _pass("; ".join(checked))
 
 
 def check_dtypes_and_shapes(h: Harness) -> Outcome:
@@ -289,6 +357,7 @@ def check_rounds_and_state(h: Harness) -> Outcome:
 CHECKS: dict[str, Callable[[Harness], Outcome]] = {
     "identical updates": check_identical_updates,
     "reply order": check_reply_order,
+    "num-examples weighting": check_weighting,
     "dtypes and shapes": check_dtypes_and_shapes,
     "rejects NaN/Inf": check_rejects_non_finite,
     "rejects wrong shape": check_rejects_wrong_shape,

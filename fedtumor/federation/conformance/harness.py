@@ -140,6 +140,7 @@ class Harness:
 
     plugin: type[StrategyPlugin]
     registry: Registry
+    strategy_config: str = ""  # the plugin's parameters, "key=value ..." (default: its defaults)
     sites: list[Site] = field(default_factory=list)
     global_arrays: ArrayRecord = field(default_factory=ArrayRecord)
     # Round 1 on fresh sites gives the same replies every time: computed once per kit run.
@@ -163,7 +164,11 @@ class Harness:
         """A fresh strategy, built the way the ServerApp builds it, and the ledger it records replies in."""
         # min-train-replies 1: the checks aggregate chosen subsets of replies; the run's minimum is not under test.
         config = RunConfig(
-            strategy=self.plugin.name, learning_rate=LEARNING_RATE, min_available_nodes=2, min_train_replies=1
+            strategy=self.plugin.name,
+            strategy_config=self.strategy_config,
+            learning_rate=LEARNING_RATE,
+            min_available_nodes=2,
+            min_train_replies=1,
         )
         ledger = SiteLedger()
         return build_strategy(config, self.registry, ledger=ledger), ledger

@@ -1,0 +1,101 @@
+"""RoundClose with early stopping: the monitored Dice, the round it ends the run at, the resume state."""
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+
+from fedtumor.core.config import RunConfig
+from fedtumor.federation.conformance import as_serverapp, site_reply
+from fedtumor.federation.ledger import SiteLedger
+from fedtumor.federation.registry import build_strategy
+from fedtumor.federation.summary import run_summary
+from fedtumor.run.audit import AuditLog
+from fedtumor.run.early_stopping import EarlyStopping
+from fedtumor.run.resume import load_resume_state
+from fedtumor.run.writer import RunWriter
+from server_app.round_close import EarlyStop, RoundClose
+from tests.strategies.replies import Grid
+
+PATCHES = {1: 6, 2: 10}  # node -> training patches it reports each round
+
+
+@pytest.fixture(autouse=True)
+def serverapp_identity():
+    with as_serverapp():
+        yield
+
+
+def train_round(strategy, flower_round: int) -> ArrayRecord:
+    received = ArrayRecord({"w": Array(np.zeros(4, np.float32))})
+    replies = []
+    for message in strategy.configure_train(flower_round, received, ConfigRecord(), Grid(PATCHES)):
+        node = message.metadata.dst_node_id
+        metrics = MetricRecord({"num-examples": 2, "num-patches": PATCHES[node]})
+        arrays = ArrayRecord({"w": Array(np.full(4, 0.1 * flower_round, np.float32))})
+        replies.append(site_reply(node, RecordDict({"arrays": arrays, "metrics": metrics})))
+    aggregated, _ = strategy.aggregate_train(flower_round, replies)
+    return aggregated
+
+
+def dice(value: float) -> dict[str, float]:
+    return {"dice_et": value, "dice_tc": value, "dice_wt": value}
+
+
+def closer(tmp_path, heldout: list[float] | None, stopper: EarlyStopping | None, ledger: SiteLedger):
+    strategy = build_strategy(RunConfig(min_available_nodes=1, min_train_replies=1), ledger=ledger)
+    writer, audit = RunWriter(tmp_path / "run"), AuditLog(tmp_path / "run")
+    evaluate = None
+    if heldout is not None:
+
+        def evaluate(server_round, _arrays):
+            return MetricRecord(dice(heldout[server_round]))
+
+    close = RoundClose(strategy, writer, ledger, audit, evaluate, extra_state=lambda: {}, early_stopping=stopper)
+    return strategy, close
+
+
+def run_rounds(strategy, close: RoundClose, rounds: int) -> dict | None:
+    """Flower's loop: evaluate_fn(0), then train and close each round; the EarlyStop report or None."""
+    close(0, ArrayRecord({"w": Array(np.zeros(4, np.float32))}))
+    try:
+        for flower_round in range(1, rounds + 1):
+            close(flower_round, train_round(strategy, flower_round))
+    except EarlyStop as stop:
+        return stop.report
+    return None
+
+
+def test_held_out_dice_ends_the_run_after_patience_rounds_and_the_round_is_fully_closed(tmp_path):
+    heldout = [0.0, 0.2, 0.4, 0.39, 0.41, 0.9, 0.9]  # index = round; round 0 is the untrained model
+    ledger = SiteLedger()
+    strategy, close = closer(tmp_path, heldout, EarlyStopping(2, 0.05, "held-out mean Dice"), ledger)
+    report = run_rounds(strategy, close, rounds=len(heldout) - 1)
+    assert report == {"round": 4, "best_round": 2, "reason": "no improvement of held-out mean Dice > 0.05 for 2 rounds"}
+    assert close.last_round == 4  # the final model is the stop round's
+    saved = load_resume_state(close.writer.run_dir)
+    assert saved.round == 4 and saved.recorder["early_stopping"]["best_round"] == 2
+    assert run_summary(ledger, RunConfig(), 2, 1.0, {})["patches_seen"] == 4 * sum(PATCHES.values())
+
+
+def test_without_held_out_scores_the_weighted_validation_dice_is_monitored(tmp_path):
+    ledger = SiteLedger()
+    strategy, close = closer(tmp_path, None, EarlyStopping(1, monitor="validation mean Dice"), ledger)
+    for server_round, value in enumerate([0.3, 0.5, 0.5], start=1):
+        ledger.plan_evaluate(server_round, [1, 2], {})
+        ledger.record_aggregated(server_round, {**dice(value), "num-examples": 4})
+    assert run_rounds(strategy, close, rounds=3)["round"] == 3
+    assert close.monitored_dice(3, None) == pytest.approx(0.5)
+
+
+def test_patience_zero_or_none_uses_every_round_and_a_resumed_stopper_continues(tmp_path):
+    heldout = [0.0, 0.5, 0.4, 0.3, 0.2]
+    for stopper in (None, EarlyStopping(0)):
+        strategy, close = closer(tmp_path / str(stopper), heldout, stopper, SiteLedger())
+        assert run_rounds(strategy, close, rounds=4) is None and close.last_round == 4
+
+    strategy, close = closer(tmp_path / "first", heldout, EarlyStopping(3), SiteLedger())
+    assert run_rounds(strategy, close, rounds=2) is None  # interrupted after round 2: one round without gain
+    restored = EarlyStopping(3)
+    restored.load_state_dict(load_resume_state(close.writer.run_dir).recorder["early_stopping"])
+    assert (restored.wait, restored.best_round) == (1, 1)
+    assert [restored.update(r, heldout[r]) for r in (3, 4)] == [False, True]  # stops at 1 + 3, as uninterrupted
