@@ -94,15 +94,23 @@ def common_run_config(plan: StudyPlan, cohort: Path, runs: Path) -> str:
     return f"{base} {plan.run_config}".strip()
 
 
-def prepare_study(plan: StudyPlan, out: Path, app_dir: Path) -> Study:
-    """Folders, the cached cohort and the checked shared run config; ConfigError, DataError or ValueError."""
+def prepare_study(
+    plan: StudyPlan,
+    out: Path,
+    app_dir: Path,
+    run_config_for: Callable[[StudyPlan, Path, Path], str] = common_run_config,
+) -> Study:
+    """Folders, the cached cohort and the checked shared run config; ConfigError, DataError or ValueError.
+
+    ``run_config_for(plan, cohort, runs)`` is the run config every method shares (the benchmark's differs).
+    """
     from data_loaders.synthetic import generate_cohort
 
     out = out.expanduser().resolve()
     (out / "runs").mkdir(parents=True, exist_ok=True)
     (out / "logs").mkdir(parents=True, exist_ok=True)
     cohort = generate_cohort(out / "cohort", plan.sites, plan.subjects, plan.cohort_seed, n_test=plan.test_subjects)
-    base_config = common_run_config(plan, cohort.root, out / "runs")
+    base_config = run_config_for(plan, cohort.root, out / "runs")
     check_federation_keys(read_run_config(base_config, app_dir))  # a bad --run-config stops here, before any run
     return Study(plan, out, cohort.root, base_config, app_dir)
 

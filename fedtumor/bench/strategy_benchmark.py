@@ -19,10 +19,8 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from fedtumor.bench.compare import REGIONS, RunRecord
-from fedtumor.bench.compare_study import Study, StudyPlan
-from fedtumor.core.config import read_run_config
+from fedtumor.bench.compare_study import Study, StudyPlan, prepare_study
 from fedtumor.core.metrics import mean_dice
-from fedtumor.federation.settings import check_federation_keys
 from fedtumor.run.writer import GLOBAL_SCOPE, metric_table, read_metrics, read_summary
 
 REFERENCE = "fedavg"
@@ -63,16 +61,8 @@ def benchmark_run_config(plan: StudyPlan, cohort: Path, runs: Path) -> str:
 
 
 def prepare_benchmark(plan: StudyPlan, out: Path, app_dir: Path) -> Study:
-    """Folders, the cached cohort and the checked run config; ConfigError, DataError or ValueError."""
-    from data_loaders.synthetic import generate_cohort
-
-    out = out.expanduser().resolve()
-    (out / "runs").mkdir(parents=True, exist_ok=True)
-    (out / "logs").mkdir(parents=True, exist_ok=True)
-    cohort = generate_cohort(out / "cohort", plan.sites, plan.subjects, plan.cohort_seed, n_test=plan.test_subjects)
-    base_config = benchmark_run_config(plan, cohort.root, out / "runs")
-    check_federation_keys(read_run_config(base_config, app_dir))  # a bad --run-config stops here
-    return Study(plan, out, cohort.root, base_config, app_dir)
+    """The study's preparation with the benchmark's run config; ConfigError, DataError or ValueError."""
+    return prepare_study(plan, out, app_dir, run_config_for=benchmark_run_config)
 
 
 @dataclass(frozen=True)
