@@ -80,7 +80,8 @@ def node_start(
     def stop(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, stop)
+    for signum in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a parent may have left it ignored (nohup, CI)
+        signal.signal(signum, stop)
     try:
         code = node.popen.wait()
     except KeyboardInterrupt:

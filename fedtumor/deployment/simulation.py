@@ -64,8 +64,11 @@ def _interrupt(signum, frame) -> None:  # noqa: ARG001 - signal handler signatur
 
 
 def interrupt_on_termination_signals() -> None:
-    """SIGTERM (``timeout``, systemd) and SIGHUP (a closed terminal) clean up as Ctrl-C does."""
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+    """SIGTERM (``timeout``, systemd) and SIGHUP (a closed terminal) clean up as Ctrl-C does.
+
+    SIGINT is set too: a process started with it ignored (``nohup``, some CI runners) keeps it ignored.
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _interrupt)
 
 
