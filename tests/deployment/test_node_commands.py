@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from fedtumor.cli import app
 from fedtumor.deployment.loopback import LoopbackFederation, flower_env
 from fedtumor.deployment.node import read_node, supernode_command
-from fedtumor.deployment.processes import descendants, free_port, is_alive
+from fedtumor.deployment.processes import descendants, free_port, is_alive, signal_all
 from fedtumor.security.certs import fingerprint_sha256, make_superlink_certificates, read_certificate
 from tests import REPO
 from tests.nifti_factory import scan_path, truncate, write_subject
@@ -116,8 +116,10 @@ def test_start_joins_a_real_superlink_with_tls_and_its_key_and_ctrl_c_stops_it(t
             start.send_signal(signal.SIGINT)
             output, _ = start.communicate(timeout=60)
         finally:
-            if start.poll() is None:
-                start.kill()
+            if start.poll() is None:  # a failed test still stops the SuperNode, which runs in its own session
+                survivors = [start.pid, *descendants(start.pid)]
+                signal_all(survivors, signal.SIGKILL)
+                start.wait(timeout=10)
         assert start.returncode == 0 and "stopped" in output, output
         assert [pid for pid in tree if is_alive(pid)] == []
     assert os.path.exists(settings.private_key)
