@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from fedtumor.deployment.processes import signal_all
 from tests import REPO
 from tests.e2e.simulation import TINY_MODEL, simulate_command
 
@@ -71,8 +72,9 @@ def test_a_signalled_simulation_stops_every_process_it_started(tmp_path, two_sit
         proc.send_signal(signum)
         rest, _ = proc.communicate(timeout=120)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        if proc.poll() is None:  # a failed test still stops what the run started, found by its marker
+            signal_all([proc.pid, *processes_with_marker(marker)], signal.SIGKILL)
+            proc.wait(timeout=10)
     assert proc.returncode == 130, "".join(seen[-20:]) + rest[-3000:]
     deadline = time.monotonic() + 30  # SIGKILLed stragglers take a moment to be reaped
     while time.monotonic() < deadline and processes_with_marker(marker):
