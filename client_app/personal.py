@@ -7,7 +7,8 @@ evaluate reply carries, for the site's validation subjects,
 - the global model's scores (the server's model as sent) under the plain names, ``dice_et``;
 - the personal model's under ``personal_`` (``personal_dice_et``);
 - when run-config key ``personal-heldout`` asks for it this round (``final``: the last round,
-  ``every-round``, ``never``) and the site can read the held-out test set (a simulation: same
+  or one after which early stopping may end the run, as the server's ``may-be-last-round``
+  says; ``every-round``; ``never``) and the site can read the held-out test set (a simulation: same
   cohort; a deployed site has none and skips it), the personal model's held-out scores under
   ``personal_heldout_`` with ``num-heldout``.
 
@@ -32,6 +33,7 @@ from fedtumor.core.training import Batch, TrainStats, VolumeCase, evaluate_cases
 from fedtumor.federation.client_hooks import ClientHooks, PersonalTrainer
 from fedtumor.federation.wire import (
     ARRAYS_KEY,
+    MAY_BE_LAST_ROUND_KEY,
     NUM_HELDOUT_KEY,
     PERSONAL_HELDOUT_PREFIX,
     PERSONAL_PREFIX,
@@ -91,7 +93,10 @@ def heldout_asked(config: RunConfig, round_config: Mapping[str, Any]) -> bool:
     """Whether ``personal-heldout`` asks for held-out scores of the personal model in this round."""
     if config.personal_heldout == "every-round":
         return True
-    return config.personal_heldout == "final" and int(round_config.get(SERVER_ROUND_KEY, 0)) == config.num_server_rounds
+    if config.personal_heldout != "final":
+        return False
+    last = int(round_config.get(SERVER_ROUND_KEY, 0)) == config.num_server_rounds
+    return last or bool(round_config.get(MAY_BE_LAST_ROUND_KEY, False))  # early stopping may end the run here
 
 
 def site_heldout_cases(

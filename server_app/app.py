@@ -26,7 +26,7 @@ from fedtumor.federation.summary import run_summary
 from fedtumor.federation.wire import LEARNING_RATE_KEY, LOCAL_EPOCHS_KEY
 from fedtumor.run.audit import SUMMARY_HEAD_KEY, AuditLog
 from fedtumor.run.checkpoint import save_checkpoint
-from fedtumor.run.early_stopping import EarlyStopping
+from fedtumor.run.early_stopping import HELDOUT_MONITOR, VALIDATION_MONITOR, EarlyStopping
 from fedtumor.run.files import CONFIG_FILE, FINAL_MODEL_FILE, SUMMARY_FILE
 from fedtumor.run.folder import run_dir_for
 from fedtumor.run.plots import draw_run_plots
@@ -106,6 +106,7 @@ def main(grid: Grid, context: Context) -> None:
             model_sha256=resumed.model_sha256,
             config=config.to_run_config(),
         )
+    evaluate_config = ConfigRecord()  # Flower copies it into every round's evaluate messages
     close = RoundClose(
         strategy,
         writer,
@@ -115,6 +116,7 @@ def main(grid: Grid, context: Context) -> None:
         extra_state=lambda: {"best_mean_dice": evaluator.best_mean_dice if evaluator else None},
         round_offset=offset,
         early_stopping=_early_stopping(config, evaluator, resumed),
+        evaluate_config=evaluate_config,
     )
     log.info("fedtumor: %d nodes, %d held-out test subjects, results in %s", n_nodes, len(heldout), writer.run_dir)
 
@@ -126,6 +128,7 @@ def main(grid: Grid, context: Context) -> None:
             num_rounds=config.num_server_rounds - offset,
             timeout=config.round_timeout_s,
             train_config=ConfigRecord({LEARNING_RATE_KEY: config.learning_rate, LOCAL_EPOCHS_KEY: config.local_epochs}),
+            evaluate_config=evaluate_config,
             evaluate_fn=close,
         )
     except EarlyStop as stop:  # a completed run that used fewer rounds; its last round's model is the final one
@@ -190,11 +193,19 @@ def _early_stopping(config, evaluator, resumed: ResumeState | None) -> EarlyStop
     """
     if not config.early_stopping_patience:
         return None
-    monitor = "held-out mean Dice" if evaluator is not None else "validation mean Dice"
-    stopper = EarlyStopping(config.early_stopping_patience, config.early_stopping_min_delta, monitor)
+    stopper = EarlyStopping(
+        config.early_stopping_patience, config.early_stopping_min_delta, _monitor(config, evaluator)
+    )
     if resumed is not None and resumed.recorder.get("early_stopping"):
         stopper.load_state_dict(resumed.recorder["early_stopping"])
     return stopper
+
+
+def _monitor(config, evaluator) -> str:
+    """What early stopping watches: ``early-stopping-monitor``, where ``auto`` prefers the held-out set."""
+    if config.early_stopping_monitor == "validation" or (config.early_stopping_monitor == "auto" and evaluator is None):
+        return VALIDATION_MONITOR
+    return HELDOUT_MONITOR
 
 
 def _check_same_federation(run_dir: Path, n_nodes: int) -> None:

@@ -11,6 +11,7 @@ from fedtumor.core.model import build_model
 from fedtumor.core.training import VolumeCase, evaluate_cases, resolve_device
 from fedtumor.federation.ledger import SiteLedger
 from fedtumor.run.best_model import BestModelKeeper
+from fedtumor.run.files import HELDOUT_SUBJECTS_FILE
 from fedtumor.run.writer import RunWriter
 
 
@@ -40,8 +41,9 @@ class HeldoutEvaluator:
         state = arrays.to_torch_state_dict()
         self.model.load_state_dict(state)
         keep = self.best.keep_prediction_of(server_round)
-        means, _, kept = evaluate_cases(self.model, self.cases, self.config.patch_size, self.device, keep)
+        means, per_subject, kept = evaluate_cases(self.model, self.cases, self.config.patch_size, self.device, keep)
         self.writer.add_metrics(round=server_round, scope="global", split="test", metrics=means)
+        self.writer.write_json(HELDOUT_SUBJECTS_FILE, {"round": server_round, "subjects": per_subject})
         self.ledger.record_test(server_round, means)
         self.best.observe(server_round, means, state, kept)
         return MetricRecord(means)

@@ -18,15 +18,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from flwr.app import ArrayRecord, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from flwr.common.logger import FLOWER_LOGGER as log
 
 from fedtumor.core.metrics import mean_dice
 from fedtumor.federation.ledger import SiteLedger
 from fedtumor.federation.privacy import round_privacy
-from fedtumor.federation.wire import NUM_EXAMPLES_KEY
+from fedtumor.federation.wire import MAY_BE_LAST_ROUND_KEY, NUM_EXAMPLES_KEY
 from fedtumor.run.audit import AuditLog, model_sha256
-from fedtumor.run.early_stopping import EarlyStopping
+from fedtumor.run.early_stopping import HELDOUT_MONITOR, EarlyStopping
 from fedtumor.run.files import MANIFESTS_FILE
 from fedtumor.run.resume import ResumeState, rng_state, save_resume_state
 from fedtumor.run.writer import GLOBAL_SCOPE, RunWriter
@@ -57,6 +57,7 @@ class RoundClose:
         extra_state: Callable[[], dict],
         round_offset: int = 0,
         early_stopping: EarlyStopping | None = None,
+        evaluate_config: ConfigRecord | None = None,
     ):
         self.strategy = strategy  # read for the resume state and, with DP, the epsilon spent
         self.writer = writer
@@ -66,6 +67,7 @@ class RoundClose:
         self.extra_state = extra_state  # e.g. the evaluator's best score so far
         self.round_offset = round_offset
         self.early_stopping = early_stopping  # None or patience 0: the run uses all its rounds
+        self.evaluate_config = evaluate_config  # the next rounds' evaluate config: told when one may be the last
         self.last_round: int | None = None
         self.last_arrays: dict[str, np.ndarray] | None = None
         self.last_model_sha256: str | None = None
@@ -103,9 +105,9 @@ class RoundClose:
         return metrics
 
     def monitored_dice(self, server_round: int, test_metrics: MetricRecord | None) -> float:
-        """The held-out mean Dice when the server evaluated, else the weighted validation mean Dice; NaN without."""
-        if test_metrics is not None:
-            return mean_dice(plain_metrics(test_metrics))
+        """The monitored mean Dice: held-out or the sites' weighted validation (NaN when not measured)."""
+        if self.early_stopping is not None and self.early_stopping.monitor == HELDOUT_MONITOR:
+            return mean_dice(plain_metrics(test_metrics)) if test_metrics is not None else float("nan")
         plan = self.ledger.plan(server_round, "evaluate")
         try:
             return mean_dice(plan.aggregated) if plan is not None and plan.aggregated else float("nan")
@@ -115,7 +117,11 @@ class RoundClose:
     def _should_stop(self, server_round: int, test_metrics: MetricRecord | None) -> bool:
         if self.early_stopping is None or server_round == 0:  # round 0 is the untrained model
             return False
-        return self.early_stopping.update(server_round, self.monitored_dice(server_round, test_metrics))
+        stop = self.early_stopping.update(server_round, self.monitored_dice(server_round, test_metrics))
+        if self.evaluate_config is not None and self.early_stopping.enabled:
+            # Without a gain next round the run ends there: sites then score what belongs to a final round.
+            self.evaluate_config[MAY_BE_LAST_ROUND_KEY] = self.early_stopping.wait >= self.early_stopping.patience - 1
+        return stop
 
     def _stopping_state(self) -> dict:
         return {"early_stopping": self.early_stopping.state_dict()} if self.early_stopping is not None else {}

@@ -14,7 +14,7 @@ from fedtumor.run.writer import RunWriter
 
 
 def run_centralized(config: RunConfig, n_sites: int, run_dir: Path, progress: Progress | None = None) -> dict:
-    """Train on the union of the sites' training subjects (their validation subjects stay out).
+    """Train on the union of the sites' training subjects (their validation subjects stay out, for early stopping).
 
     Same budget as the federation: each round is ``local-epochs`` passes over all of them,
     which is the patches every site trains on in one federated round, added up.
@@ -26,6 +26,7 @@ def run_centralized(config: RunConfig, n_sites: int, run_dir: Path, progress: Pr
         patch_stream="pooled",
         train_subjects=[subject for site in sites for subject in site.train],
         sites={site.site_id: len(site.train) for site in sites},
+        val_subjects=[subject for site in sites for subject in site.val],
     )
     summary, _ = train_baseline(config, job, cases, RunWriter(run_dir, tracker=open_tracker(config, run_dir)), progress)
     return summary

@@ -117,6 +117,7 @@ def run_fine_tune(
         "strategy": config.strategy,
         "epochs": epochs,
         "wall_time_s": round(time.perf_counter() - started, 2),
+        "patches_seen": patches,
         "sites": per_site,
         "mean": {
             "global_val": site_means([row["global_val"] for row in rows], weights),

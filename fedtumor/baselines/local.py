@@ -63,6 +63,7 @@ def run_local(
     site_task = progress.add_task("local: sites", total=len(sites)) if progress is not None else None
     per_site_final: dict[str, dict] = {}
     per_site_stopped: dict[str, dict | None] = {}
+    per_site_val: dict[str, dict | None] = {}  # each site model on its own validation subjects, when monitored
     patches_seen = 0
     histories = []
     score_rounds = None if score_every_round else {0, config.num_server_rounds}
@@ -73,6 +74,7 @@ def run_local(
             patch_stream=site.site_id,  # the same patches the site draws in each federated round
             train_subjects=site.train,
             sites={site.site_id: len(site.train)},
+            val_subjects=site.val,  # a site alone can only stop on its own validation subjects
         )
         summary, history = train_baseline(
             config, job, cases, RunWriter(run_dir / site.site_id), progress, score_rounds, initial_scores
@@ -80,6 +82,7 @@ def run_local(
         initial_scores = history[0]
         per_site_final[site.site_id] = summary["final"]
         per_site_stopped[site.site_id] = summary["stopped_early"]
+        per_site_val[site.site_id] = summary["val_final"]
         patches_seen += summary["patches_seen"]
         histories.append(held_to_the_end(history, config.num_server_rounds))  # site rows: only rounds it ran
         for server_round, means in history.items():
@@ -96,6 +99,7 @@ def run_local(
     summary["per_site_final"] = per_site_final
     summary["patches_seen"] = patches_seen
     summary["per_site_stopped_early"] = per_site_stopped
+    summary["per_site_val"] = per_site_val
     if config.cross_site_eval:  # every site's data is at hand here: each local model on every site
         scores = score_on_sites(local_models(run_dir, [site.site_id for site in sites]), sites, config, progress)
         write_cross_site(run_dir, scores, title="Cross-site evaluation (local-only models)")
@@ -110,6 +114,4 @@ def run_local(
 def held_to_the_end(history: dict[int, dict[str, float]], last_round: int) -> dict[int, dict[str, float]]:
     """A model that stopped early, scored on as at its last round up to ``last_round`` (it no longer changes)."""
     stopped = max(history)
-    if stopped >= last_round or len(history) != stopped + 1:  # ran every round, or was not scored every round
-        return history
     return {**history, **{r: history[stopped] for r in range(stopped + 1, last_round + 1)}}

@@ -5,9 +5,11 @@ A "round" of a baseline is the training a federated round does on the same subje
 test set is scored, so its metrics.csv lines up round by round with a federated run's.
 Differences from a federated client, on purpose: one optimiser (run-config ``optimizer``) for
 the whole run (a non-federated model keeps its optimiser state), and no aggregation in between.
-With ``early-stopping-patience`` set, the federation's rule applies to each round's held-out
-mean Dice (every round is then scored); the summary's ``stopped_early`` gives the round and
-epoch, and ``patches_seen`` the patches actually trained.
+With ``early-stopping-patience`` set, the federation's rule applies to each round's mean Dice:
+on the job's validation subjects with ``early-stopping-monitor='validation'`` (the held-out
+set is then scored only where asked and at the round the run ends), else on the held-out set
+(every round is then scored); the summary's ``stopped_early`` gives the round and epoch, and
+``patches_seen`` the patches actually trained.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from rich.progress import Progress
 from data_loaders.pipelines import model_input, regions_array, subject_spacing
 from data_loaders.round_patches import round_patch_batches
 from fedtumor.core.config import RunConfig
+from fedtumor.core.errors import ConfigError
 from fedtumor.core.losses import build_loss
 from fedtumor.core.metrics import mean_dice
 from fedtumor.core.model import build_model
@@ -31,8 +34,8 @@ from fedtumor.core.optimizers import OptimizerSettings
 from fedtumor.core.training import SUMMARY_METRICS, VolumeCase, evaluate_cases, resolve_device, train_site_round
 from fedtumor.run.best_model import BestModelKeeper
 from fedtumor.run.checkpoint import save_checkpoint
-from fedtumor.run.early_stopping import EarlyStopping
-from fedtumor.run.files import FINAL_MODEL_FILE
+from fedtumor.run.early_stopping import HELDOUT_MONITOR, VALIDATION_MONITOR, EarlyStopping
+from fedtumor.run.files import FINAL_MODEL_FILE, HELDOUT_SUBJECTS_FILE
 from fedtumor.run.plots import draw_run_plots
 from fedtumor.run.writer import GLOBAL_SCOPE, RunWriter
 
@@ -45,6 +48,7 @@ class BaselineJob:
     patch_stream: str  # seeds the patches; a site id gives exactly that site's federated patches
     train_subjects: Sequence[tio.Subject]
     sites: Mapping[str, int]  # site id -> training subjects it contributes
+    val_subjects: Sequence[tio.Subject] = ()  # what early-stopping-monitor='validation' scores
 
 
 def test_cases(subjects: Sequence[tio.Subject]) -> list[VolumeCase]:
@@ -78,9 +82,16 @@ def train_baseline(
     torch.manual_seed(config.seed)  # the same initial model as the federation's round 0
     model = build_model(config.model, config.base_filters)
     optimizer = OptimizerSettings.from_config(config).build(model.parameters(), config.learning_rate)
-    stopper = EarlyStopping(config.early_stopping_patience, config.early_stopping_min_delta, "held-out mean Dice")
-    if stopper.enabled:
-        score_rounds = None  # the rule needs every round's score
+    on_validation = config.early_stopping_monitor == "validation"
+    monitor = VALIDATION_MONITOR if on_validation else HELDOUT_MONITOR
+    stopper = EarlyStopping(config.early_stopping_patience, config.early_stopping_min_delta, monitor)
+    val_cases = test_cases(job.val_subjects) if stopper.enabled and on_validation else []
+    if stopper.enabled and on_validation and not val_cases:
+        raise ConfigError(
+            f"early-stopping-monitor='validation': {job.kind} {job.patch_stream} has no validation subjects"
+        )
+    if stopper.enabled and not on_validation:
+        score_rounds = None  # the rule needs every round's held-out score
     patches_seen = 0
     loss_fn = build_loss(config.loss)
     rounds = config.num_server_rounds
@@ -95,6 +106,7 @@ def train_baseline(
             progress.advance(patch_task, config.batch_size)
 
     history: dict[int, dict[str, float]] = {}
+    val_final: dict | None = None  # the validation scores at the last validated round
     best = BestModelKeeper(writer, config, cases[0], rounds, record_round=False)
     for server_round in range(rounds + 1):
         if server_round >= 1:
@@ -116,7 +128,14 @@ def train_baseline(
                 split="train",
                 metrics={"loss": stats.loss, "num_patches": stats.num_patches, "train_seconds": stats.seconds},
             )
-        if server_round != rounds and score_rounds is not None and server_round not in score_rounds:
+        stop = False
+        if val_cases and server_round >= 1:
+            val_means = evaluate_cases(model, val_cases, config.patch_size, device)[0]
+            writer.add_metrics(round=server_round, scope=GLOBAL_SCOPE, split="val", metrics=val_means)
+            stop = stopper.update(server_round, mean_dice(val_means))
+            val_final = {"round": server_round, "num_val": len(val_cases), "mean_dice": mean_dice(val_means)}
+        scored = stop or server_round == rounds or score_rounds is None or server_round in score_rounds
+        if not scored:
             if progress is not None and server_round >= 1:
                 progress.update(round_task, advance=1)
             continue
@@ -125,20 +144,24 @@ def train_baseline(
             means = dict(initial_scores)
         else:
             keep = best.keep_prediction_of(server_round)
-            means, _, kept = evaluate_cases(model, cases, config.patch_size, device, keep_prediction_of=keep)
+            means, per_subject, kept = evaluate_cases(model, cases, config.patch_size, device, keep_prediction_of=keep)
+            writer.write_json(HELDOUT_SUBJECTS_FILE, {"round": server_round, "subjects": per_subject})
         writer.add_metrics(round=server_round, scope=GLOBAL_SCOPE, split="test", metrics=means)
         history[server_round] = means
         best.observe(server_round, means, model.state_dict(), kept)
         if progress is not None and server_round >= 1:
             progress.update(round_task, advance=1)
             progress.update(patch_task, completed=server_round * patches_per_round)
-        if server_round >= 1 and stopper.update(server_round, mean_dice(means)):
+        if server_round >= 1 and not val_cases:
+            stop = stopper.update(server_round, mean_dice(means))
+        if stop:
             break
 
     save_checkpoint(writer.model_path(FINAL_MODEL_FILE), model.state_dict(), config)
     summary = run_summary(config, job.kind, job.sites, history, time.perf_counter() - started)
     summary["patches_seen"] = patches_seen
     summary["stopped_early"] = stopped_early_report(stopper, config.local_epochs)
+    summary["val_final"] = val_final
     writer.write_summary(summary)
     draw_run_plots(writer.run_dir)
     if progress is not None:

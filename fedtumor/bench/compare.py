@@ -1,9 +1,12 @@
 """Federated versus pooled versus local-only: the comparison table's statistics, its files and its plot.
 
 One :class:`RunRecord` per finished (or failed) run of a study; :func:`comparison_rows` turns
-them into one row per method: held-out Dice and HD95 per region (mean and standard deviation
-over seeds), the ratio of each method's mean Dice to the pooled model's and its gain over the
-mean local-only model, both paired by seed, and the mean wall time.
+them into one row per method: held-out Dice and HD95 per region (mean over seeds and test
+subjects with a 95% bootstrap interval over both, :mod:`fedtumor.bench.study_stats`; the
+standard deviation over seeds where a run kept no per-subject scores), the ratio of each
+method's mean Dice to the pooled model's and its gain over the mean local-only model, both
+paired by seed, the rounds it stopped at, the patches it trained on, its mean Dice on the
+sites' own validation subjects and the mean wall time.
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from fedtumor.bench.study_stats import bootstrap_ci, mean_dice_matrix, score_matrix
 from fedtumor.core.metrics import mean_dice
 
 POOLED, LOCAL = "pooled", "local"
 REGIONS = ("et", "tc", "wt")
 HEADERS = [
-    "method", "Dice ET", "Dice TC", "Dice WT", "mean Dice", "HD95 ET mm", "HD95 TC mm", "HD95 WT mm",
-    "/ pooled", "gain over mean local", "wall s",
+    "method", "stop round", "patches", "Dice ET", "Dice TC", "Dice WT", "mean Dice", "HD95 ET mm", "HD95 TC mm",
+    "HD95 WT mm", "/ pooled", "gain over mean local", "sites' val Dice", "wall s",
 ]  # fmt: skip
 
 
@@ -38,6 +42,12 @@ class RunRecord:
     final: dict = field(default_factory=dict)
     per_site_final: dict = field(default_factory=dict)
     mean_dice_per_round: dict = field(default_factory=dict)
+    per_subject: dict = field(default_factory=dict)  # final held-out scores, {subject: {metric: value}}
+    stop_round: int | None = None  # the round (baselines: round-sized block) the final model comes from
+    stopped_early: bool = False
+    patches_seen: int | None = None
+    site_val_dice: float | None = None  # on the sites' own validation subjects (study_records.py)
+    personal: dict | None = None  # personal models' mean Dice: global_val, personal_val, personal_heldout
 
 
 def _mean_sd(values: list[float]) -> tuple[float, float | None]:
@@ -67,6 +77,30 @@ def _paired_mean(finals: dict[int, dict], reference: dict[int, dict], compare) -
     return statistics.fmean(compare(mean_dice(finals[s]), mean_dice(reference[s])) for s in seeds)
 
 
+def _subject_intervals(records: list[RunRecord]) -> dict[str, tuple[float, float]]:
+    """``{metric: 95% interval}`` over seeds and test subjects; {} unless every seed kept per-subject scores."""
+    per_seed = {r.seed: r.per_subject for r in records}
+    if not records or not all(per_seed.values()):
+        return {}
+    intervals = {
+        m: bootstrap_ci(score_matrix(per_seed, m)) for m in [f"{k}_{r}" for k in ("dice", "hd95") for r in REGIONS]
+    }
+    intervals["mean_dice"] = bootstrap_ci(mean_dice_matrix(per_seed, REGIONS))
+    return intervals
+
+
+def _run_facts(records: list[RunRecord]) -> dict:
+    """Stop rounds (one per seed), mean patches, mean sites' validation Dice of a method's runs."""
+    patches = [r.patches_seen for r in records if r.patches_seen is not None]
+    site_val = [r.site_val_dice for r in records if r.site_val_dice is not None]
+    return {
+        "stop_rounds": [r.stop_round for r in sorted(records, key=lambda r: r.seed)],
+        "early_stops": [r.stopped_early for r in sorted(records, key=lambda r: r.seed)],
+        "patches_seen": statistics.fmean(patches) if patches else None,
+        "site_val_dice": statistics.fmean(site_val) if site_val else None,
+    }
+
+
 def comparison_rows(records: list[RunRecord]) -> list[dict]:
     """One row per method (and per local site): means over seeds, ratio to pooled, gain over local.
 
@@ -85,10 +119,15 @@ def comparison_rows(records: list[RunRecord]) -> list[dict]:
     rows = []
     for method in order:
         finals = by_method[method]
+        runs = [r for r in ok if r.method == method]
         row: dict = {"method": method, "seeds": len(finals)}
+        intervals = _subject_intervals(runs)
         for metric in [f"dice_{r}" for r in REGIONS] + [f"hd95_{r}" for r in REGIONS]:
             row[metric], row[f"{metric}_sd"] = _mean_sd([f[metric] for f in finals.values()])
+            row[f"{metric}_ci"] = intervals.get(metric)
         row["mean_dice"], row["mean_dice_sd"] = _mean_sd([mean_dice(f) for f in finals.values()])
+        row["mean_dice_ci"] = intervals.get("mean_dice")
+        row.update(_run_facts(runs))
         row["ratio_to_pooled"] = _paired_mean(finals, pooled, lambda d, ref: d / ref)
         row["gain_over_mean_local"] = _paired_mean(finals, local, lambda d, ref: d - ref)
         row["relative_gain_over_mean_local"] = _paired_mean(finals, local, lambda d, ref: d / ref - 1)
@@ -97,11 +136,21 @@ def comparison_rows(records: list[RunRecord]) -> list[dict]:
     return rows
 
 
-def _fmt(value, sd=None, digits=3) -> str:
+def _fmt(value, sd=None, digits=3, ci=None) -> str:
+    """``0.812 [0.780, 0.840]`` with an interval, ``0.812 ± 0.010`` with a standard deviation."""
     if value is None:
         return "-"
     text = f"{value:.{digits}f}"
+    if ci is not None:
+        return f"{text} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
     return f"{text} ± {sd:.{digits}f}" if sd is not None else text
+
+
+def _stop_rounds(row: dict) -> str:
+    """One round per seed; ``*``: early stopping ended it (else the round cap did)."""
+    pairs = zip(row.get("stop_rounds", []), row.get("early_stops", []), strict=False)
+    rounds = [f"{r}*" if early else str(r) for r, early in pairs if r is not None]
+    return ", ".join(rounds) if rounds else "-"
 
 
 def display_row(row: dict) -> list[str]:
@@ -110,11 +159,14 @@ def display_row(row: dict) -> list[str]:
     relative = row["relative_gain_over_mean_local"]
     return [
         row["method"],
-        *(_fmt(row[f"dice_{r}"], row[f"dice_{r}_sd"]) for r in REGIONS),
-        _fmt(row["mean_dice"], row["mean_dice_sd"]),
-        *(_fmt(row[f"hd95_{r}"], row[f"hd95_{r}_sd"], 1) for r in REGIONS),
+        _stop_rounds(row),
+        _fmt(row.get("patches_seen"), digits=0),
+        *(_fmt(row[f"dice_{r}"], row[f"dice_{r}_sd"], ci=row.get(f"dice_{r}_ci")) for r in REGIONS),
+        _fmt(row["mean_dice"], row["mean_dice_sd"], ci=row.get("mean_dice_ci")),
+        *(_fmt(row[f"hd95_{r}"], row[f"hd95_{r}_sd"], 1, ci=row.get(f"hd95_{r}_ci")) for r in REGIONS),
         _fmt(row["ratio_to_pooled"]),
         "-" if gain is None else f"{gain:+.3f} ({relative:+.0%})",
+        _fmt(row.get("site_val_dice")),
         _fmt(row["wall_s"], digits=0),
     ]
 

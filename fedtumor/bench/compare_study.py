@@ -1,10 +1,13 @@
 """The comparison study: every method, every seed, one non-IID synthetic cohort, one held-out test set.
 
-For each seed: the pooled-data model (the upper bound), one local-only model per site, and a
-real Flower simulation of the app per federated strategy, all with the same model, patches,
-rounds x local epochs and held-out test set. Under the study folder: ``cohort/``,
-``runs/<method>-seed<k>/`` (each run's own folder) and ``logs/`` (each simulation's output).
-A finished run (its summary present) is reused, so an interrupted study picks up where it stopped.
+For each seed: the pooled-data model (the upper bound), one local-only model per site, a real
+Flower simulation of the app per federated strategy and FedAvg-FT (the FedAvg run's final
+model fine-tuned at each site), all with the same model, patches, rounds x local epochs and
+held-out test set. With ``patience`` set, every method runs until its validation mean Dice
+stops improving (``early-stopping-monitor='validation'``: the test set never picks the round),
+up to ``rounds``. Under the study folder: ``cohort/``, ``runs/<method>-seed<k>/`` (each run's
+own folder) and ``logs/`` (each simulation's output). A finished run (its summary present) is
+reused, so an interrupted study picks up where it stopped.
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rich.progress import Progress
 
 from fedtumor.baselines.centralized import run_centralized
+from fedtumor.baselines.fine_tune import run_fine_tune
 from fedtumor.baselines.local import run_local
 from fedtumor.bench.compare import (
     LOCAL,
@@ -32,7 +36,22 @@ from fedtumor.bench.compare import (
     write_csv,
     write_markdown,
 )
-from fedtumor.core.config import read_run_config
+from fedtumor.bench.study_records import (
+    heldout_per_subject,
+    mean_over_site_models,
+    personal_scores,
+    site_validation_dice,
+    stop_round,
+)
+from fedtumor.bench.study_report import (
+    PERSONAL_ONLY,
+    copy_heatmaps,
+    paired_markdown,
+    paired_rows,
+    personalised_markdown,
+    personalised_rows,
+)
+from fedtumor.core.config import parse_overrides, read_run_config
 from fedtumor.core.errors import ConfigError, DataError
 from fedtumor.core.metrics import mean_dice
 from fedtumor.deployment.simulation import simulation_command
@@ -40,7 +59,8 @@ from fedtumor.federation.settings import check_federation_keys, required_overrid
 from fedtumor.run.files import SUMMARY_FILE
 from fedtumor.run.writer import GLOBAL_SCOPE, metric_table, read_metrics, read_summary
 
-FEDERATED_METHODS = ("fedavg", "fedprox", "fedbn", "scaffold", "fedcostwavg", "fedpidavg")
+FEDERATED_METHODS = ("fedavg", "fedprox", "fedadam", "fedbn", "scaffold", "fedcostwavg", "fedpidavg", "ditto")
+FINE_TUNED = "fedavg-ft"  # FedAvg's final model fine-tuned at each site (fedtumor/baselines/fine_tune.py)
 STUDY_FILES = ("comparison.md", "comparison.csv", "comparison.json", "dice_per_round.png")
 WALL_TIME_FILE = "study_wall_time.json"  # a reused run keeps the wall time it took when it ran
 ROUND_LINE = re.compile(r"\[ROUND (\d+)")
@@ -61,9 +81,18 @@ class StudyPlan:
     run_config: str = ""
     baselines: bool = True
     local_every_round: bool = False  # score local models every round (default: round 0 and last)
+    patience: int = 0  # early stopping on the validation mean Dice; 0: every method runs all its rounds
+    min_delta: float = 0.0
+    fine_tune_epochs: int = 0  # FedAvg-FT after each FedAvg run; 0: not run
+    geometry: str = "cube"  # the synthetic cohort's: "cube" (64^3, 3 mm) or "brats" (240x240x155, 1 mm)
+    num_gpus: float = 0.0  # GPU fraction per simulated ClientApp
+    method_run_config: dict[str, str] = field(default_factory=dict)  # a method's own settings, applied last
 
     def all_methods(self) -> list[str]:
-        return ([POOLED, LOCAL] if self.baselines else []) + list(self.methods)
+        methods = ([POOLED, LOCAL] if self.baselines else []) + list(self.methods)
+        if self.fine_tune_epochs and "fedavg" in self.methods:
+            methods.insert(methods.index("fedavg") + 1, FINE_TUNED)
+        return methods
 
 
 @dataclass(frozen=True)
@@ -85,13 +114,39 @@ class Study:
         return self.out / "logs"
 
 
+def format_run_config(values: dict) -> str:
+    """``{key: value}`` as ``--run-config`` text Flower parses back to the same values."""
+
+    def text(value) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return f"'{value}'" if isinstance(value, str) else repr(value)
+
+    return " ".join(f"{key}={text(value)}" for key, value in values.items())
+
+
+def merged_run_config(*parts: str) -> str:
+    """Several ``--run-config`` texts as one, a later one's key replacing an earlier one's."""
+    values: dict = {}
+    for part in parts:
+        values.update(parse_overrides(part))
+    return format_run_config(values)
+
+
 def common_run_config(plan: StudyPlan, cohort: Path, runs: Path) -> str:
-    # Site validation plays no part in the comparison; held-out test scoring does, every round.
+    """Held-out scoring every round (the curves); with patience, site validation every round to stop on."""
     base = (
         f"data-dir='{cohort}' output-dir='{runs}' num-server-rounds={plan.rounds} "
-        f"fraction-evaluate=0.0 min-available-nodes={plan.sites} server-eval=true"
+        f"min-available-nodes={plan.sites} server-eval=true cross-site-eval=true"
     )
-    return f"{base} {plan.run_config}".strip()
+    if plan.patience:
+        base += (
+            f" fraction-evaluate=1.0 early-stopping-patience={plan.patience}"
+            f" early-stopping-min-delta={plan.min_delta} early-stopping-monitor='validation'"
+        )
+    else:
+        base += " fraction-evaluate=0.0"
+    return merged_run_config(base, plan.run_config)
 
 
 def prepare_study(
@@ -109,7 +164,9 @@ def prepare_study(
     out = out.expanduser().resolve()
     (out / "runs").mkdir(parents=True, exist_ok=True)
     (out / "logs").mkdir(parents=True, exist_ok=True)
-    cohort = generate_cohort(out / "cohort", plan.sites, plan.subjects, plan.cohort_seed, n_test=plan.test_subjects)
+    cohort = generate_cohort(
+        out / "cohort", plan.sites, plan.subjects, plan.cohort_seed, n_test=plan.test_subjects, geometry=plan.geometry
+    )
     base_config = run_config_for(plan, cohort.root, out / "runs")
     check_federation_keys(read_run_config(base_config, app_dir))  # a bad --run-config stops here, before any run
     return Study(plan, out, cohort.root, base_config, app_dir)
@@ -133,6 +190,18 @@ def record_of(method: str, seed: int, run_dir: Path, wall_s: float, reused: bool
         wall_s = float(json.loads((run_dir / WALL_TIME_FILE).read_text())["wall_s"])
     else:
         (run_dir / WALL_TIME_FILE).write_text(json.dumps({"wall_s": wall_s}) + "\n")
+    if method == LOCAL:
+        site_dirs = [run_dir / site for site in summary.get("per_site_final", {})]
+        per_subject = mean_over_site_models([heldout_per_subject(site_dir) for site_dir in site_dirs])
+        stops = [stop_round(read_summary(site_dir) or {}) for site_dir in site_dirs]
+        final_round = max((r for r in stops if r is not None), default=None)  # the last site model to stop
+    else:
+        per_subject, final_round = heldout_per_subject(run_dir), stop_round(summary)
+    final = {k: v for k, v in summary.get("final", {}).items() if k != "round"}
+    if method in PERSONAL_ONLY:  # scored as what it delivers: the site models, on the held-out set
+        heldout = ((summary.get("personalised") or {}).get("mean") or {}).get("personal_heldout") or {}
+        final = {k: v for k, v in heldout.items() if k != "mean_dice"}
+        per_subject, per_round = {}, {}
     return RunRecord(
         method=method,
         seed=seed,
@@ -140,9 +209,15 @@ def record_of(method: str, seed: int, run_dir: Path, wall_s: float, reused: bool
         wall_s=wall_s,
         ok=True,
         reused=reused,
-        final={k: v for k, v in summary.get("final", {}).items() if k != "round"},
+        final=final,
         per_site_final=summary.get("per_site_final", {}),
         mean_dice_per_round=per_round,
+        per_subject=per_subject,
+        stop_round=final_round,
+        stopped_early=bool(summary.get("stopped_early")) or any(summary.get("per_site_stopped_early", {}).values()),
+        patches_seen=summary.get("patches_seen"),
+        site_val_dice=site_validation_dice(run_dir, summary),
+        personal=personal_scores(summary),
     )
 
 
@@ -154,11 +229,16 @@ def run_federated(study: Study, method: str, seed: int, progress: Progress) -> R
     if reusable(run_dir):
         return record_of(method, seed, run_dir, 0.0, reused=True)
     # A method's own requirements (SCAFFOLD: optimizer='sgd') after the shared config.
-    run_config = f"{study.base_config} strategy='{method}' {required_overrides(method)} seed={seed} run-name='{name}'"
+    run_config = merged_run_config(
+        study.base_config,
+        plan.method_run_config.get(method, ""),
+        f"strategy='{method}' {required_overrides(method)} seed={seed} run-name='{name}'",
+    )
     flwr_home = study.logs / f"flwr-home-{name}"
     command = [
         *simulation_command(study.app_dir),
         *("--num-supernodes", str(plan.sites), "--run-config", run_config, "--flwr-home", str(flwr_home)),
+        *(("--num-gpus", str(plan.num_gpus)) if plan.num_gpus else ()),
     ]
     round_task = progress.add_task(f"{name}: rounds", total=plan.rounds)
     site_task = progress.add_task(f"{name}: site updates", total=plan.rounds * plan.sites)
@@ -205,6 +285,43 @@ def run_baseline(study: Study, kind: str, seed: int, progress: Progress) -> RunR
     return record_of(kind, seed, run_dir, time.perf_counter() - started, reused=False)
 
 
+def run_fine_tuned(study: Study, seed: int, fedavg: RunRecord | None, progress: Progress) -> RunRecord:
+    """FedAvg-FT: the seed's FedAvg run fine-tuned at each site; its record carries the personal scores."""
+    name = f"{FINE_TUNED}-seed{seed}"
+    run_dir = study.runs / name
+    if fedavg is None or not fedavg.ok:
+        return RunRecord(FINE_TUNED, seed, str(run_dir), 0.0, ok=False, error="its FedAvg run did not finish")
+    reused = reusable(run_dir)
+    started = time.perf_counter()
+    if not reused:
+        try:
+            run_fine_tune(Path(fedavg.run_dir), study.plan.fine_tune_epochs, run_dir, progress=progress)
+        except (DataError, ConfigError) as exc:
+            return RunRecord(FINE_TUNED, seed, str(run_dir), time.perf_counter() - started, ok=False, error=str(exc))
+    wall_s = time.perf_counter() - started
+    if reused:
+        wall_s = float(json.loads((run_dir / WALL_TIME_FILE).read_text())["wall_s"])
+    else:
+        (run_dir / WALL_TIME_FILE).write_text(json.dumps({"wall_s": wall_s}) + "\n")
+    summary = read_summary(run_dir) or {}
+    heldout = summary["mean"]["personal_heldout"] or {}
+    patches = int(summary.get("patches_seen", 0))
+    return RunRecord(
+        method=FINE_TUNED,
+        seed=seed,
+        run_dir=str(run_dir),
+        wall_s=fedavg.wall_s + wall_s,  # FedAvg-FT is the FedAvg run and its fine-tuning
+        ok=True,
+        reused=reused,
+        final={k: v for k, v in heldout.items() if k != "mean_dice"},  # the fine-tuned models, mean over sites
+        stop_round=fedavg.stop_round,
+        stopped_early=fedavg.stopped_early,
+        patches_seen=None if fedavg.patches_seen is None else fedavg.patches_seen + patches,
+        site_val_dice=fedavg.site_val_dice,
+        personal=personal_scores(summary),
+    )
+
+
 def run_study(
     study: Study, progress: Progress, on_record: Callable[[RunRecord], None] | None = None
 ) -> list[RunRecord]:
@@ -219,6 +336,9 @@ def run_study(
         for method in methods:
             if method in (POOLED, LOCAL):
                 record = run_baseline(study, method, seed, progress)
+            elif method == FINE_TUNED:
+                fedavg = next((r for r in records if r.method == "fedavg" and r.seed == seed), None)
+                record = run_fine_tuned(study, seed, fedavg, progress)
             else:
                 record = run_federated(study, method, seed, progress)
             records.append(record)
@@ -245,8 +365,15 @@ def write_study_outputs(
         return rows
     markdown, table_csv, report_json, plot = (study.out / name for name in STUDY_FILES)
     write_markdown(rows, markdown)
+    paired, personalised = paired_rows(records), personalised_rows(records)
+    with markdown.open("a") as handle:
+        handle.write("\nPaired: the best federated method against the mean local-only model and pooled\n\n")
+        handle.write(paired_markdown(paired))
+        handle.write("\nPersonalised: mean Dice on the sites' own validation subjects, and held-out\n\n")
+        handle.write(personalised_markdown(personalised))
     write_csv(rows, table_csv)
     plot_dice_per_round(records, plot)
+    heatmaps = copy_heatmaps(records, study.out)
     report = {
         "command": command,
         "settings": settings,
@@ -257,6 +384,9 @@ def write_study_outputs(
         "loadavg_after": os.getloadavg(),
         "cpu_count": os.cpu_count(),
         "rows": rows,
+        "paired": paired,
+        "personalised": personalised,
+        "heatmaps": [path.name for path in heatmaps],
         "runs": [asdict(r) for r in records],
     }
     report_json.write_text(json.dumps(report, indent=2) + "\n")

@@ -35,6 +35,7 @@ SYNTH_GEOMETRIES = ("cube", "brats")  # data_loaders/synthetic/geometry.py
 OPTIMIZER_NAMES = ("adam", "sgd")  # fedtumor/core/optimizers.py
 TIME_MODELS = ("fedtumor", "fets")  # fedtumor/federation/fets_ledger.py
 PERSONAL_HELDOUT_MODES = ("final", "every-round", "never")  # client_app/personal.py
+EARLY_STOPPING_MONITORS = ("auto", "heldout", "validation")  # fedtumor/run/early_stopping.py
 TRACKING_BACKENDS = ("", "mlflow")  # fedtumor/run/tracking.py; "" = off
 
 
@@ -77,9 +78,10 @@ class RunConfig:
     optimizer: str = "adam"
     momentum: float = 0.0
     weight_decay: float = 0.0
-    # Early stopping (fedtumor/run/early_stopping.py) on the held-out (else validation) mean Dice; 0 = off
+    # Early stopping (fedtumor/run/early_stopping.py); auto: held-out when the server evaluates, else validation
     early_stopping_patience: int = 0
     early_stopping_min_delta: float = 0.0
+    early_stopping_monitor: str = "auto"
     batch_size: int = 2
     patch_size: int = 48
     samples_per_volume: int = 4
@@ -159,6 +161,7 @@ class RunConfig:
             "optimizer": (self.optimizer, OPTIMIZER_NAMES),
             "time-model": (self.time_model, TIME_MODELS),
             "personal-heldout": (self.personal_heldout, PERSONAL_HELDOUT_MODES),
+            "early-stopping-monitor": (self.early_stopping_monitor, EARLY_STOPPING_MONITORS),
         }
         for key, ok in checks.items():
             if not ok:
@@ -175,6 +178,14 @@ class RunConfig:
                 "run-config key 'early-stopping-patience': nothing to monitor; "
                 "set server-eval=true or fraction-evaluate > 0"
             )
+        if self.early_stopping_patience and self.early_stopping_monitor == "heldout" and not self.server_eval:
+            raise ConfigError("run-config key 'early-stopping-monitor': 'heldout' needs server-eval=true")
+        if self.early_stopping_patience and self.early_stopping_monitor == "validation":
+            if not (self.fraction_evaluate > 0 and self.val_fraction > 0):
+                raise ConfigError(
+                    "run-config key 'early-stopping-monitor': 'validation' needs fraction-evaluate > 0 "
+                    "and val-fraction > 0"
+                )
         if self.cross_site_share_personal and not self.cross_site_eval:
             raise ConfigError("run-config key 'cross-site-share-personal': applies with cross-site-eval=true only")
         _check_tracking(self.tracking, self.tracking_uri)

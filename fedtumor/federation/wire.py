@@ -32,6 +32,7 @@ LEARNING_RATE_KEY = "learning-rate"
 LOCAL_EPOCHS_KEY = "local-epochs"
 CLIENT_HOOK_KEY = "client-hook"
 REPORT_LOSS_BEFORE_KEY = "report-loss-before"
+MAY_BE_LAST_ROUND_KEY = "may-be-last-round"  # evaluate: early stopping ends the run after this round without a gain
 
 # A reply's metrics, site -> server
 NUM_EXAMPLES_KEY = "num-examples"  # training (or validation) subjects: FedAvg's weight

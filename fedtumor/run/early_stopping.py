@@ -1,10 +1,12 @@
 """Early stopping on a score that should rise (the mean Dice), round by round.
 
 Run-config keys ``early-stopping-patience`` (rounds without improvement before the run ends;
-0 turns it off) and ``early-stopping-min-delta`` (an improvement must beat the best so far by
-more than this). The federation monitors the held-out mean Dice when the server evaluates, else
-the sites' validation mean Dice weighted by their subjects; the baselines the held-out mean Dice
-of each round. The rule is Keras' ``EarlyStopping(mode="max")``: a NaN score is a round without
+0 turns it off), ``early-stopping-min-delta`` (an improvement must beat the best so far by
+more than this) and ``early-stopping-monitor``: ``validation`` watches the sites' validation
+mean Dice weighted by their subjects (a baseline: its own training sites' validation subjects),
+``heldout`` the held-out test mean Dice, ``auto`` the held-out one when the server evaluates,
+else validation. A study that reports held-out scores stops on ``validation``, so the test set
+never chooses the model. The rule is Keras' ``EarlyStopping(mode="max")``: a NaN score is a round without
 improvement, and the run stops at ``best_round + patience`` at the earliest.
 """
 
@@ -13,6 +15,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from typing import Any
+
+HELDOUT_MONITOR = "held-out mean Dice"
+VALIDATION_MONITOR = "validation mean Dice"
 
 
 class EarlyStopping:

@@ -20,6 +20,7 @@ TRACKING_DB_FILE = "mlflow.db"  # tracking="mlflow" without tracking-uri: the ML
 TRACKING_RUN_FILE = "mlflow_run.json"  # the MLflow run id, so a resumed run logs into the same run
 CROSS_SITE_FILE = "cross_site.csv"  # mean Dice of each model (rows) on each site's validation subjects
 CROSS_SITE_SCORES_FILE = "cross_site_scores.csv"  # long format: model, site, metric, value
+HELDOUT_SUBJECTS_FILE = "heldout_subjects.json"  # the last scored round's held-out scores, subject by subject
 
 DICE_PER_ROUND_PNG = "dice_per_round.png"
 HD95_PER_ROUND_PNG = "hd95_per_round.png"

@@ -53,6 +53,7 @@ MAY_DIFFER_ON_RESUME = frozenset(
         "run-name",
         "early-stopping-patience",  # when to stop, not what a round trains
         "early-stopping-min-delta",
+        "early-stopping-monitor",
         "cross-site-eval",  # scored after the last round, never trained on
         "cross-site-share-personal",
         "tracking",  # where metrics are also logged

@@ -11,6 +11,7 @@ from client_app.app import app as client_app
 from fedtumor.baselines.centralized import run_centralized
 from fedtumor.baselines.local import run_local
 from fedtumor.core.config import read_run_config
+from fedtumor.core.errors import ConfigError
 from fedtumor.core.metrics import mean_dice
 from fedtumor.federation.wire import ARRAYS_KEY
 from fedtumor.run.files import FINAL_MODEL_FILE
@@ -109,3 +110,36 @@ def test_a_site_and_its_local_baseline_train_alike_with_sgd(base, tmp_path):
     )
     adam_model = adam_reply.content[ARRAYS_KEY].to_torch_state_dict()
     assert not all(torch.equal(adam_model[name], tensor) for name, tensor in federated.items())
+
+
+def val_dice(run_dir) -> dict[int, float]:
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    table = metrics[metrics.split == "val"].pivot_table(index="round", columns="metric", values="value")
+    return {int(r): mean_dice(row) for r, row in table.iterrows()}
+
+
+def test_on_the_validation_monitor_local_models_stop_on_their_own_validation_and_score_held_out_where_they_end(
+    base, tmp_path
+):
+    config = read_run_config(
+        f"{base} num-server-rounds=3 early-stopping-patience=1 early-stopping-monitor='validation'"
+    )
+    summary = run_local(config, 2, tmp_path / "local", score_every_round=False)
+    for site in ("site-1", "site-2"):
+        site_dir = tmp_path / "local" / site
+        validation = val_dice(site_dir)
+        expected = rule_stop(validation, 1, 0.0) or 3
+        assert sorted(validation) == list(range(1, expected + 1))  # validated every round it trained
+        assert sorted(held_out_dice(site_dir)) == [0, expected]  # the test set is only read where the run ends
+        scored = json.loads((site_dir / "heldout_subjects.json").read_text())
+        assert scored["round"] == expected and len(scored["subjects"]) == 2
+        assert summary["per_site_val"][site]["round"] == expected
+        assert summary["per_site_val"][site]["mean_dice"] == pytest.approx(validation[expected])
+    assert sorted(held_out_dice(tmp_path / "local")) == [0, 3]  # the mean model: each site held at its end
+
+
+def test_the_validation_monitor_needs_sites_that_validate():
+    with pytest.raises(ConfigError, match="early-stopping-monitor.*fraction-evaluate > 0"):
+        read_run_config("early-stopping-patience=2 early-stopping-monitor='validation' fraction-evaluate=0.0")
+    with pytest.raises(ConfigError, match="early-stopping-monitor"):
+        read_run_config("early-stopping-patience=2 early-stopping-monitor='test'")

@@ -97,21 +97,27 @@ def test_study_outputs_hold_the_table_and_every_run(tmp_path):
 def test_reduced_study_writes_table_csv_json_and_plot(tmp_path):
     out = tmp_path / "study"
     completed = subprocess.run(
-        [sys.executable, "scripts/compare.py", "--out", str(out), "--reduced"],
+        [sys.executable, "scripts/compare.py", "--out", str(out), "--profile", "reduced"],
         cwd=REPO, capture_output=True, text=True, timeout=900,
         env={**os.environ, "FEDTUMOR_HOME": str(tmp_path / "home")},
     )  # fmt: skip
     assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
     with (out / "comparison.csv").open() as handle:
         rows = {row["method"]: row for row in csv.DictReader(handle)}
-    assert set(rows) == {"pooled", "local", "local site-1", "local site-2", "fedavg"}
+    assert set(rows) == {"pooled", "local", "local site-1", "local site-2", "fedavg", "fedavg-ft"}
     assert float(rows["pooled"]["ratio_to_pooled"]) == 1.0
     assert 0.0 <= float(rows["fedavg"]["mean_dice"]) <= 1.0 and float(rows["fedavg"]["wall_s"]) > 0
     table = (out / "comparison.md").read_text()
-    assert table.startswith("| method | Dice ET") and "| fedavg |" in table
+    assert table.startswith("| method | stop round | patches | Dice ET") and "| fedavg |" in table
+    assert "| fedavg - mean local-only model |" in table and "| fedavg-ft |" in table  # paired, personalised
     report = json.loads((out / "comparison.json").read_text())
     assert all(run["ok"] for run in report["runs"]) and len(report["loadavg_before"]) == 3
     fedavg = next(run for run in report["runs"] if run["method"] == "fedavg")
-    assert sorted(map(int, fedavg["mean_dice_per_round"])) == [0, 1]  # Dice per round, initial model included
+    rounds = sorted(map(int, fedavg["mean_dice_per_round"]))
+    assert rounds == list(range(fedavg["stop_round"] + 1))  # Dice per round, initial model included
+    assert len(fedavg["per_subject"]) == 2 and fedavg["site_val_dice"] is not None  # 2 test subjects; validation
+    fine_tuned = next(run for run in report["runs"] if run["method"] == "fedavg-ft")
+    assert fine_tuned["personal"]["personal_val"] is not None and fine_tuned["patches_seen"] > fedavg["patches_seen"]
+    assert report["heatmaps"] and all((out / name).stat().st_size > 0 for name in report["heatmaps"])
     assert (out / "dice_per_round.png").stat().st_size > 0
     assert (out / "runs" / "pooled-seed0" / SUMMARY_FILE).is_file()

@@ -12,6 +12,7 @@ from fedtumor.federation.client_hooks import ClientHooks
 from fedtumor.federation.wire import (
     ARRAYS_KEY,
     CONFIG_KEY,
+    MAY_BE_LAST_ROUND_KEY,
     NUM_HELDOUT_KEY,
     PERSONAL_HELDOUT_PREFIX,
     PERSONAL_PREFIX,
@@ -105,6 +106,13 @@ def test_fedbn_personal_arrays_need_the_global_model():
 def test_heldout_is_asked_by_personal_heldout(mode, server_round, asked):
     config = RunConfig(num_server_rounds=3, personal_heldout=mode)
     assert heldout_asked(config, {SERVER_ROUND_KEY: server_round}) is asked
+
+
+@pytest.mark.parametrize(("mode", "asked"), [("final", True), ("never", False)])
+def test_a_round_early_stopping_may_end_the_run_after_counts_as_final(mode, asked):
+    config = RunConfig(num_server_rounds=30, personal_heldout=mode)
+    assert heldout_asked(config, {SERVER_ROUND_KEY: 7, MAY_BE_LAST_ROUND_KEY: True}) is asked
+    assert heldout_asked(config, {SERVER_ROUND_KEY: 7, MAY_BE_LAST_ROUND_KEY: False}) is False
 
 
 def test_a_deployed_site_has_no_heldout_set():

@@ -10,7 +10,7 @@ from fedtumor.federation.ledger import SiteLedger
 from fedtumor.federation.registry import build_strategy
 from fedtumor.federation.summary import run_summary
 from fedtumor.run.audit import AuditLog
-from fedtumor.run.early_stopping import EarlyStopping
+from fedtumor.run.early_stopping import HELDOUT_MONITOR, VALIDATION_MONITOR, EarlyStopping
 from fedtumor.run.resume import load_resume_state
 from fedtumor.run.writer import RunWriter
 from server_app.round_close import EarlyStop, RoundClose
@@ -68,7 +68,7 @@ def run_rounds(strategy, close: RoundClose, rounds: int) -> dict | None:
 def test_held_out_dice_ends_the_run_after_patience_rounds_and_the_round_is_fully_closed(tmp_path):
     heldout = [0.0, 0.2, 0.4, 0.39, 0.41, 0.9, 0.9]  # index = round; round 0 is the untrained model
     ledger = SiteLedger()
-    strategy, close = closer(tmp_path, heldout, EarlyStopping(2, 0.05, "held-out mean Dice"), ledger)
+    strategy, close = closer(tmp_path, heldout, EarlyStopping(2, 0.05, HELDOUT_MONITOR), ledger)
     report = run_rounds(strategy, close, rounds=len(heldout) - 1)
     assert report == {"round": 4, "best_round": 2, "reason": "no improvement of held-out mean Dice > 0.05 for 2 rounds"}
     assert close.last_round == 4  # the final model is the stop round's
@@ -79,12 +79,38 @@ def test_held_out_dice_ends_the_run_after_patience_rounds_and_the_round_is_fully
 
 def test_without_held_out_scores_the_weighted_validation_dice_is_monitored(tmp_path):
     ledger = SiteLedger()
-    strategy, close = closer(tmp_path, None, EarlyStopping(1, monitor="validation mean Dice"), ledger)
+    strategy, close = closer(tmp_path, None, EarlyStopping(1, monitor=VALIDATION_MONITOR), ledger)
     for server_round, value in enumerate([0.3, 0.5, 0.5], start=1):
         ledger.plan_evaluate(server_round, [1, 2], {})
         ledger.record_aggregated(server_round, {**dice(value), "num-examples": 4})
     assert run_rounds(strategy, close, rounds=3)["round"] == 3
     assert close.monitored_dice(3, None) == pytest.approx(0.5)
+
+
+def test_the_validation_monitor_ignores_held_out_scores_so_the_test_set_never_picks_the_round(tmp_path):
+    heldout = [0.0, 0.2, 0.4, 0.6, 0.8]  # rising: a held-out monitor would never stop
+    ledger = SiteLedger()
+    strategy, close = closer(tmp_path, heldout, EarlyStopping(2, monitor=VALIDATION_MONITOR), ledger)
+    for server_round, value in enumerate([0.3, 0.5, 0.45, 0.44], start=1):
+        ledger.plan_evaluate(server_round, [1, 2], {})
+        ledger.record_aggregated(server_round, {**dice(value), "num-examples": 4})
+    report = run_rounds(strategy, close, rounds=4)
+    assert report["round"] == 4 and report["best_round"] == 2
+    assert close.monitored_dice(4, MetricRecord(dice(0.8))) == pytest.approx(0.44)
+
+
+def test_sites_are_told_when_the_next_round_may_be_the_last_so_personal_models_are_scored_on_held_out(tmp_path):
+    heldout = [0.0, 0.2, 0.4, 0.39, 0.5, 0.45, 0.44]
+    strategy, close = closer(tmp_path, heldout, EarlyStopping(2, monitor=HELDOUT_MONITOR), SiteLedger())
+    close.evaluate_config = ConfigRecord()
+    flags = []
+    close(0, ArrayRecord({"w": Array(np.zeros(4, np.float32))}))
+    with pytest.raises(EarlyStop):
+        for flower_round in range(1, len(heldout)):
+            close(flower_round, train_round(strategy, flower_round))
+            flags.append(close.evaluate_config["may-be-last-round"])
+    # after rounds 1-6: a gain resets the wait; one round without a gain leaves the next as the possible last
+    assert flags == [False, False, True, False, True]
 
 
 def test_patience_zero_or_none_uses_every_round_and_a_resumed_stopper_continues(tmp_path):
@@ -93,7 +119,7 @@ def test_patience_zero_or_none_uses_every_round_and_a_resumed_stopper_continues(
         strategy, close = closer(tmp_path / str(stopper), heldout, stopper, SiteLedger())
         assert run_rounds(strategy, close, rounds=4) is None and close.last_round == 4
 
-    strategy, close = closer(tmp_path / "first", heldout, EarlyStopping(3), SiteLedger())
+    strategy, close = closer(tmp_path / "first", heldout, EarlyStopping(3, monitor=HELDOUT_MONITOR), SiteLedger())
     assert run_rounds(strategy, close, rounds=2) is None  # interrupted after round 2: one round without gain
     restored = EarlyStopping(3)
     restored.load_state_dict(load_resume_state(close.writer.run_dir).recorder["early_stopping"])

@@ -1,0 +1,98 @@
+"""What the study reads back from a finished run folder: scores per test subject, stop round, site scores.
+
+Every method's run folder has the same files (``summary.json``, ``metrics.csv``,
+``heldout_subjects.json``), so one reader serves the federations and the baselines:
+
+- the held-out scores of the final model, subject by subject (the local-only baseline: each
+  subject's scores averaged over the site models, the "mean local model");
+- the round it stopped at and the patches it trained on;
+- its score on the sites' own validation subjects (weighted by their subjects, as Flower
+  aggregates them): the global model for a federation, each site's own model for local-only;
+- for a method with personal models (FedBN, Ditto, FedAvg-FT), the personal models' scores.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedtumor.core.metrics import mean_dice
+from fedtumor.run.files import HELDOUT_SUBJECTS_FILE
+from fedtumor.run.writer import GLOBAL_SCOPE, metric_table, read_metrics
+
+
+def heldout_per_subject(run_dir: Path) -> dict[str, dict[str, float]]:
+    """``{subject: {metric: value}}`` of the run's last held-out scoring; {} when it has none."""
+    path = Path(run_dir) / HELDOUT_SUBJECTS_FILE
+    if not path.is_file():
+        return {}
+    return {subject: dict(scores) for subject, scores in json.loads(path.read_text())["subjects"].items()}
+
+
+def mean_over_site_models(site_scores: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Each subject's scores averaged over several models (the mean local-only model), subject by subject."""
+    if not site_scores:
+        return {}
+    subjects = sorted(set.intersection(*(set(scores) for scores in site_scores)))
+    return {
+        subject: {
+            metric: float(np.mean([scores[subject][metric] for scores in site_scores]))
+            for metric in site_scores[0][subject]
+        }
+        for subject in subjects
+    }
+
+
+def stop_round(summary: dict[str, Any]) -> int | None:
+    """The round the run's final model comes from (its early stop, else its last round)."""
+    stopped = summary.get("stopped_early")
+    if stopped:
+        return int(stopped["round"])
+    final_round = summary.get("final", {}).get("round")
+    return None if final_round is None else int(final_round)
+
+
+def _weighted(values: list[tuple[float, float]]) -> float | None:
+    total = sum(weight for _, weight in values)
+    return sum(value * weight for value, weight in values) / total if values and total > 0 else None
+
+
+def site_validation_dice(run_dir: Path, summary: dict[str, Any]) -> float | None:
+    """Mean Dice on the sites' own validation subjects at the final round; None when not measured.
+
+    A federation: its global model, the weighted mean Flower aggregates; the local-only baseline:
+    each site's own model on its own subjects, weighted the same way; pooled: its validation set.
+    """
+    if "per_site_val" in summary:  # local-only
+        rows = [row for row in summary["per_site_val"].values() if row]
+        return _weighted([(row["mean_dice"], row["num_val"]) for row in rows])
+    if summary.get("val_final"):  # pooled
+        return float(summary["val_final"]["mean_dice"])
+    val = metric_table(read_metrics(run_dir), GLOBAL_SCOPE, "val")
+    final_round = stop_round(summary)
+    if val.empty or final_round not in val.index:
+        return None
+    return mean_dice(val.loc[final_round])
+
+
+def personal_scores(summary: dict[str, Any]) -> dict[str, float | None] | None:
+    """Mean Dice of the global and personal models on the sites' validation, and the personal on held-out.
+
+    Read from a federation's ``personalised`` section or a FedAvg-FT summary; None without personal models.
+    """
+    section = summary.get("personalised", summary if summary.get("baseline") == "fedavg-ft" else None)
+    if not section:
+        return None
+    means = section["mean"]
+
+    def dice(name: str) -> float | None:
+        return None if not means.get(name) else float(means[name]["mean_dice"])
+
+    return {
+        "global_val": dice("global_val"),
+        "personal_val": dice("personal_val"),
+        "personal_heldout": dice("personal_heldout"),
+    }
