@@ -3,11 +3,12 @@
 from flwr.app import Array, ArrayRecord
 from flwr.serverapp.strategy import FedAdam as FlowerFedAdam
 
+from fedtumor.federation.in_place_fedavg import InPlaceFedAvg
 from fedtumor.federation.plugin import FlowerStrategyPlugin, Parameter
 from fedtumor.federation.strategy import FedTumorStrategy
 
 
-class FedAdam(FedTumorStrategy, FlowerFedAdam):
+class FedAdam(FedTumorStrategy, FlowerFedAdam, InPlaceFedAvg):
     """Flower's FedAdam behind fedtumor's reply checks, keeping the model's dtypes.
 
     Flower's bias-corrected step size is a NumPy float64 scalar, which (NumPy 2) turns the

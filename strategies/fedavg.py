@@ -1,12 +1,11 @@
 """FedAvg (McMahan et al. 2017): the example-weighted mean of the sites' models."""
 
-from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
-
+from fedtumor.federation.in_place_fedavg import InPlaceFedAvg
 from fedtumor.federation.plugin import FlowerStrategyPlugin
 from fedtumor.federation.strategy import FedTumorStrategy
 
 
-class FedAvg(FedTumorStrategy, FlowerFedAvg):
+class FedAvg(FedTumorStrategy, InPlaceFedAvg):
     """Flower's FedAvg behind fedtumor's reply checks."""
 
 

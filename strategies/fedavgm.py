@@ -3,11 +3,12 @@
 import numpy as np
 from flwr.serverapp.strategy import FedAvgM as FlowerFedAvgM
 
+from fedtumor.federation.in_place_fedavg import InPlaceFedAvg
 from fedtumor.federation.plugin import FlowerStrategyPlugin, Parameter
 from fedtumor.federation.strategy import FedTumorStrategy
 
 
-class FedAvgM(FedTumorStrategy, FlowerFedAvgM):
+class FedAvgM(FedTumorStrategy, FlowerFedAvgM, InPlaceFedAvg):
     """Flower's FedAvgM behind fedtumor's reply checks; the momentum survives a resume."""
 
     def state_dict(self) -> dict:

@@ -1,13 +1,39 @@
 """FedMedian (Yin et al. 2018): the coordinate-wise median of the sites' models."""
 
+from collections.abc import Iterable
+
+from flwr.app import Array, ArrayRecord, Message, MetricRecord
 from flwr.serverapp.strategy import FedMedian as FlowerFedMedian
 
 from fedtumor.federation.plugin import FlowerStrategyPlugin
+from fedtumor.federation.robust_aggregation import coordinate_median, flat_views
 from fedtumor.federation.strategy import FedTumorStrategy
 
 
-class FedMedian(FedTumorStrategy, FlowerFedMedian):
-    """Flower's FedMedian behind fedtumor's reply checks."""
+class ChunkedFedMedian(FlowerFedMedian):
+    """Flower's FedMedian, same floats, read in place a chunk at a time (robust_aggregation.py).
+
+    Unlike Flower's, it leaves the replies' arrays in place.
+    """
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        valid_replies, _ = self._check_and_log_replies(replies, is_train=True)
+        if not valid_replies:
+            return None, None
+        record_key = next(iter(valid_replies[0].content.array_records.keys()))
+        records = [message.content[record_key] for message in valid_replies]
+        arrays = ArrayRecord()
+        for key, first in records[0].items():
+            median = coordinate_median(flat_views(records, key))
+            arrays[key] = Array(median.reshape(tuple(first.shape)))
+        metrics = self.train_metrics_aggr_fn([message.content for message in valid_replies], self.weighted_by_key)
+        return arrays, metrics
+
+
+class FedMedian(FedTumorStrategy, ChunkedFedMedian):
+    """FedMedian behind fedtumor's reply checks."""
 
 
 class FedMedianPlugin(FlowerStrategyPlugin):

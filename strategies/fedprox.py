@@ -8,11 +8,12 @@ from flwr.app import RecordDict
 from flwr.serverapp.strategy import FedProx as FlowerFedProx
 
 from fedtumor.federation.client_hooks import ClientHooks
+from fedtumor.federation.in_place_fedavg import InPlaceFedAvg
 from fedtumor.federation.plugin import FlowerStrategyPlugin, Parameter
 from fedtumor.federation.strategy import FedTumorStrategy
 
 
-class FedProx(FedTumorStrategy, FlowerFedProx):
+class FedProx(FedTumorStrategy, FlowerFedProx, InPlaceFedAvg):
     """Flower's FedProx (sends ``proximal-mu`` each round) behind fedtumor's reply checks."""
 
 

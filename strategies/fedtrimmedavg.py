@@ -1,13 +1,46 @@
 """FedTrimmedAvg (Yin et al. 2018): coordinate-wise mean after trimming the extremes."""
 
+from collections.abc import Iterable
+
+from flwr.app import Array, ArrayRecord, Message, MetricRecord
+from flwr.serverapp.exception import AggregationError
 from flwr.serverapp.strategy import FedTrimmedAvg as FlowerFedTrimmedAvg
 
 from fedtumor.federation.plugin import FlowerStrategyPlugin, Parameter
+from fedtumor.federation.robust_aggregation import coordinate_trimmed_mean, flat_views
 from fedtumor.federation.strategy import FedTumorStrategy
 
 
-class FedTrimmedAvg(FedTumorStrategy, FlowerFedTrimmedAvg):
-    """Flower's FedTrimmedAvg behind fedtumor's reply checks."""
+class ChunkedFedTrimmedAvg(FlowerFedTrimmedAvg):
+    """Flower's FedTrimmedAvg read in place a chunk at a time (robust_aggregation.py).
+
+    Same kept values as Flower's, averaged in sorted order (float32 rounding apart, the same
+    means); it leaves the replies' arrays in place.
+    """
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        valid_replies, _ = self._check_and_log_replies(replies, is_train=True)
+        if not valid_replies:
+            return None, None
+        record_key = next(iter(valid_replies[0].content.array_records.keys()))
+        records = [message.content[record_key] for message in valid_replies]
+        arrays = ArrayRecord()
+        for key, first in records[0].items():
+            try:
+                mean = coordinate_trimmed_mean(flat_views(records, key), self.beta)
+            except ValueError as e:  # Flower's message
+                raise AggregationError(
+                    f"Trimmed mean could not be computed. Likely cause: beta={self.beta} is too large."
+                ) from e
+            arrays[key] = Array(mean.reshape(tuple(first.shape)))
+        metrics = self.train_metrics_aggr_fn([message.content for message in valid_replies], self.weighted_by_key)
+        return arrays, metrics
+
+
+class FedTrimmedAvg(FedTumorStrategy, ChunkedFedTrimmedAvg):
+    """FedTrimmedAvg behind fedtumor's reply checks."""
 
 
 class FedTrimmedAvgPlugin(FlowerStrategyPlugin):

@@ -2,11 +2,12 @@
 
 from flwr.serverapp.strategy import FedYogi as FlowerFedYogi
 
+from fedtumor.federation.in_place_fedavg import InPlaceFedAvg
 from fedtumor.federation.plugin import FlowerStrategyPlugin, Parameter
 from fedtumor.federation.strategy import FedTumorStrategy
 
 
-class FedYogi(FedTumorStrategy, FlowerFedYogi):
+class FedYogi(FedTumorStrategy, FlowerFedYogi, InPlaceFedAvg):
     """Flower's FedYogi behind fedtumor's reply checks; its moments survive a resume."""
 
     def state_dict(self) -> dict:

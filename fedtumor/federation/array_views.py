@@ -52,3 +52,25 @@ def weighted_sum(records: Sequence[ArrayRecord], key: str, weights: Sequence[flo
         np.multiply(array_view(record[key]), weight, out=scratch, casting="unsafe")
         total += scratch
     return total
+
+
+# Elements per chunk of a fused pass: 256 KiB of float32, so the difference stays in L2 cache.
+_PASS_CHUNK = 1 << 16
+
+
+def squared_distance(array: Array, reference: Array) -> float:
+    """``sum((array - reference)^2)`` over two serialised float arrays of one shape and dtype, in one pass.
+
+    Computed in the arrays' dtype a chunk at a time (float32 rounding, relative error about
+    1e-7) and summed over chunks in float64. NaN or Inf when either array has a NaN or Inf
+    value, or when the difference overflows its dtype.
+    """
+    values, base = np.ravel(array_view(array)), np.ravel(array_view(reference))
+    scratch = np.empty(min(values.size, _PASS_CHUNK), values.dtype)
+    total = 0.0
+    with np.errstate(invalid="ignore", over="ignore"):  # a non-finite total is the answer
+        for start in range(0, values.size, _PASS_CHUNK):
+            stop = min(values.size, start + _PASS_CHUNK)
+            difference = np.subtract(values[start:stop], base[start:stop], out=scratch[: stop - start])
+            total += float(np.dot(difference, difference))
+    return total

@@ -57,6 +57,7 @@ from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
 
 from fedtumor.core.config import RunConfig
 from fedtumor.core.errors import ConfigError
+from fedtumor.federation.in_place_fedavg import InPlaceFedAvg
 from fedtumor.federation.strategy import FedTumorStrategy
 
 DP_STATE_KEY = "client-level-dp"  # the wrapper's part of the resume state
@@ -85,7 +86,7 @@ def dp_refusal(strategy: Strategy) -> str | None:
     for cls in type(strategy).__mro__:
         if cls is FedTumorStrategy or "aggregate_train" not in cls.__dict__:
             continue  # the mixin only filters replies
-        if cls is not FedAvg:
+        if cls not in (FedAvg, InPlaceFedAvg):  # InPlaceFedAvg: the same mean, computed in place
             return f"{cls.__name__} replaces FedAvg's aggregation (the mean of the sites' models)"
         return None
     return None

@@ -1,13 +1,17 @@
-"""Checks every train reply passes before any strategy may aggregate it."""
+"""Checks every train reply passes before any strategy may aggregate it.
+
+:func:`checked_update` is what the strategies run: the checks of :func:`reply_problem` and
+the update's norm (:func:`update_norm`) in one pass over each array's bytes.
+"""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
-from flwr.app import ArrayRecord, Message
+from flwr.app import Array, ArrayRecord, Message
 
-from fedtumor.federation.array_views import all_finite, array_view
+from fedtumor.federation.array_views import all_finite, array_view, squared_distance
 from fedtumor.federation.wire import NUM_EXAMPLES_KEY
 
 
@@ -27,6 +31,20 @@ def reply_problem(message: Message, sent: ArrayRecord | None, extra_prefixes: tu
     keys under ``extra_prefixes`` a strategy asked for), and finite; ``num-examples`` must
     be a positive integer.
     """
+    problem = _content_problem(message)
+    if problem is not None:
+        return problem
+    for key, array in next(iter(message.content.array_records.values())).items():
+        problem = _array_problem(key, array, sent, extra_prefixes)
+        if problem is not None:
+            return problem
+        if not all_finite(array):
+            return _not_finite(key)
+    return None
+
+
+def _content_problem(message: Message) -> str | None:
+    """Why the reply's records (one non-empty ArrayRecord, a positive ``num-examples``) are unusable."""
     content = message.content
     records = list(content.array_records.values())
     if len(records) != 1:
@@ -39,30 +57,75 @@ def reply_problem(message: Message, sent: ArrayRecord | None, extra_prefixes: tu
     weight = metrics[0][NUM_EXAMPLES_KEY]
     if not _is_positive_integer(weight):
         return f"'{NUM_EXAMPLES_KEY}' must be a positive integer, got {weight!r}"
-    for key, array in records[0].items():
-        if sent is not None and key in sent:
-            expected = sent[key]
-            if tuple(array.shape) != tuple(expected.shape):
-                return f"array {key!r} has shape {tuple(array.shape)}, the global model {tuple(expected.shape)}"
-            if array.dtype != expected.dtype:
-                return f"array {key!r} has dtype {array.dtype}, the global model {expected.dtype}"
-        elif sent is not None and not key.startswith(extra_prefixes):
-            return f"array {key!r} is not in the global model"
-        if not all_finite(array):
-            return f"array {key!r} has NaN or Inf values"
     return None
+
+
+def _array_problem(key: str, array: Array, sent: ArrayRecord | None, extra_prefixes: tuple[str, ...]) -> str | None:
+    """Why one array does not fit the global model (key, shape, dtype); values are not read."""
+    if sent is not None and key in sent:
+        expected = sent[key]
+        if tuple(array.shape) != tuple(expected.shape):
+            return f"array {key!r} has shape {tuple(array.shape)}, the global model {tuple(expected.shape)}"
+        if array.dtype != expected.dtype:
+            return f"array {key!r} has dtype {array.dtype}, the global model {expected.dtype}"
+    elif sent is not None and not key.startswith(extra_prefixes):
+        return f"array {key!r} is not in the global model"
+    return None
+
+
+def _not_finite(key: str) -> str:
+    return f"array {key!r} has NaN or Inf values"
+
+
+def checked_update(
+    message: Message, sent: ArrayRecord | None, extra_prefixes: tuple[str, ...] = ()
+) -> tuple[str | None, float | None]:
+    """(:func:`reply_problem`, :func:`update_norm`): the same problem, and the norm of a sound reply.
+
+    Each float array of the global model is read once: a finite squared distance to the
+    global model proves its values finite, so only a non-finite one (a NaN or Inf, or an
+    overflowing difference) is looked at again. Without a global model there is no norm.
+    """
+    if sent is None:
+        return reply_problem(message, None, extra_prefixes), None
+    problem = _content_problem(message)
+    if problem is not None:
+        return problem, None
+    total = 0.0
+    for key, array in next(iter(message.content.array_records.values())).items():
+        problem = _array_problem(key, array, sent, extra_prefixes)
+        if problem is not None:
+            return problem, None
+        if key not in sent or not _is_fast_float(array):
+            if not all_finite(array):
+                return _not_finite(key), None
+            total += _squared_update(array, sent[key]) if key in sent else 0.0
+            continue
+        squared = squared_distance(array, sent[key])
+        if not math.isfinite(squared):
+            if not all_finite(array):
+                return _not_finite(key), None
+            squared = _squared_update(array, sent[key])  # finite reply, overflowing difference
+        total += squared
+    return None, math.sqrt(total)
+
+
+def _is_fast_float(array: Array) -> bool:
+    return np.dtype(array.dtype) in (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _squared_update(array: Array, reference: Array) -> float:
+    """Squared L2 distance in float64 (0 for arrays that are not floating point)."""
+    if not np.issubdtype(np.dtype(array.dtype), np.floating):
+        return 0.0
+    difference = array_view(array).astype(np.float64) - array_view(reference)
+    return float(np.dot(difference.ravel(), difference.ravel()))
 
 
 def update_norm(message: Message, sent: ArrayRecord) -> float:
     """L2 norm of (reply - global model) over the global model's floating-point arrays in a sound reply."""
     record = next(iter(message.content.array_records.values()))
-    total = 0.0
-    for key, array in record.items():
-        if key not in sent or not np.issubdtype(np.dtype(array.dtype), np.floating):
-            continue
-        difference = array_view(array).astype(np.float64) - array_view(sent[key])
-        total += float(np.dot(difference.ravel(), difference.ravel()))
-    return math.sqrt(total)
+    return math.sqrt(sum(_squared_update(array, sent[key]) for key, array in record.items() if key in sent))
 
 
 def norm_problem(norm: float, bound: float) -> str | None:

@@ -44,7 +44,7 @@ from fedtumor.federation.fets_hooks import HYPERPARAMETER_KEYS, collaborators_fo
 from fedtumor.federation.ledger import SiteLedger
 from fedtumor.federation.options import StrategyOptions
 from fedtumor.federation.replies import SiteReply, array_record_bytes, describe_reply
-from fedtumor.federation.reply_checks import norm_problem, reply_problem, update_norm
+from fedtumor.federation.reply_checks import checked_update, norm_problem
 from fedtumor.federation.wire import CLIENT_HOOK_KEY
 
 NO_REPLY = "no reply before the round timeout (round-timeout-s)"
@@ -130,10 +130,9 @@ class FedTumorStrategy:
     # -- what reaches aggregation -----------------------------------------------------
     def train_reply_problem(self, message: Message) -> tuple[str | None, float | None]:
         """(why the train reply must not be aggregated or None, its update norm when it is sound)."""
-        problem = reply_problem(message, self._sent_arrays, self.extra_reply_prefixes)
-        if problem is not None or self._sent_arrays is None:
+        problem, norm = checked_update(message, self._sent_arrays, self.extra_reply_prefixes)
+        if problem is not None or norm is None:
             return problem, None
-        norm = update_norm(message, self._sent_arrays)
         return norm_problem(norm, self.options.max_update_norm), norm
 
     def _report_missing(self, server_round: int, phase: str, replies: list[Message]) -> None:

@@ -50,3 +50,17 @@ def test_weighted_sum_keeps_float32_and_weights_each_reply():
 def test_weighted_sum_of_integers_is_float():
     records = [ArrayRecord({"n": Array(np.array([1, 3], np.int64))}), ArrayRecord({"n": Array(np.array([3, 5]))})]
     np.testing.assert_allclose(weighted_sum(records, "n", [0.5, 0.5]), [2.0, 4.0])
+
+
+def test_squared_distance_is_the_float64_sum_up_to_float32_rounding_and_flags_non_finite_values():
+    from fedtumor.federation.array_views import squared_distance
+
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((200, 1000)).astype(np.float32)  # several chunks, a short last one
+    values = base + rng.standard_normal(base.shape).astype(np.float32) * 1e-2
+    exact = float(np.sum(np.square(values.astype(np.float64) - base)))
+    assert squared_distance(Array(values), Array(base)) == pytest.approx(exact, rel=1e-6)
+    values[17, 3] = np.inf
+    assert not np.isfinite(squared_distance(Array(values), Array(base)))
+    values[17, 3] = np.nan
+    assert np.isnan(squared_distance(Array(values), Array(base)))

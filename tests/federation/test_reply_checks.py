@@ -63,3 +63,65 @@ def test_update_norm_is_the_length_of_reply_minus_global_and_the_bound_rejects_l
     assert update_norm(reply, GLOBAL) == pytest.approx(np.sqrt(6 * 4.0))
     assert norm_problem(4.9, 5.0) is None and norm_problem(4.9, 0.0) is None
     assert norm_problem(5.1, 5.0) == "update norm 5.1 exceeds max-update-norm 5"
+
+
+# The fused pass the strategies run (checked_update) must reject exactly what reply_problem rejects.
+UNSOUND = [
+    ({**good_arrays(), "w": np.full((2, 3), np.nan, np.float32)}, None),
+    ({**good_arrays(), "b": np.array([1.0, np.inf, 1.0], np.float32)}, None),
+    ({**good_arrays(), "b": np.array([1.0, -np.inf, np.nan], np.float32)}, None),
+    ({**good_arrays(), "b": np.ones(4, np.float32)}, None),
+    ({**good_arrays(), "b": np.ones(3, np.float64)}, None),
+    ({**good_arrays(), "extra": np.ones(1, np.float32)}, None),
+    ({**good_arrays(), "control/w": np.full((2, 3), np.nan, np.float32)}, None),
+    ({"b": np.ones(4, np.float32), "w": np.full((2, 3), np.nan, np.float32)}, None),  # the first key's problem
+    ({"w": np.full((2, 3), np.nan, np.float32), "b": np.ones(4, np.float32)}, None),
+    (good_arrays(), {"loss": 0.1}),
+    (good_arrays(), {"num-examples": 0}),
+    ({}, None),
+]
+
+
+@pytest.mark.parametrize(("arrays", "metrics"), UNSOUND)
+def test_the_fused_check_rejects_what_reply_problem_rejects_with_the_same_reason(arrays, metrics):
+    from fedtumor.federation.reply_checks import checked_update
+
+    message = train_reply(arrays, metrics)
+    expected = reply_problem(message, GLOBAL, extra_prefixes=("control/",))
+    assert expected is not None
+    assert checked_update(message, GLOBAL, extra_prefixes=("control/",)) == (expected, None)
+
+
+def test_the_fused_check_gives_update_norms_norm_for_sound_replies():
+    from fedtumor.federation.reply_checks import checked_update, update_norm
+
+    rng = np.random.default_rng(0)
+    sent = ArrayRecord(
+        {
+            "w": Array(rng.standard_normal((300, 700)).astype(np.float32)),  # several chunks
+            "b": Array(rng.standard_normal(3).astype(np.float32)),
+            "steps": Array(np.arange(4, dtype=np.int64)),
+        }
+    )
+    arrays = {
+        "w": sent["w"].numpy() + rng.standard_normal((300, 700)).astype(np.float32) * 1e-3,
+        "b": np.zeros(3, np.float32),
+        "steps": np.arange(4, dtype=np.int64) + 9,  # not floating point: no part of the norm
+        "control/w": np.ones((300, 700), np.float32),
+    }
+    message = train_reply(arrays)
+    problem, norm = checked_update(message, sent, extra_prefixes=("control/",))
+    assert problem is None
+    assert norm == pytest.approx(update_norm(message, sent), rel=1e-6)
+    assert checked_update(message, None, extra_prefixes=("control/",)) == (None, None)  # no global model, no norm
+
+
+def test_a_finite_reply_whose_difference_overflows_float32_is_sound_with_its_float64_norm():
+    from fedtumor.federation.reply_checks import checked_update, update_norm
+
+    big = np.finfo(np.float32).max
+    sent = ArrayRecord({"w": Array(np.full(3, -big, np.float32))})
+    message = train_reply({"w": np.full(3, big, np.float32)})
+    problem, norm = checked_update(message, sent)
+    assert problem is None and np.isfinite(norm)
+    assert norm == update_norm(message, sent)
