@@ -27,6 +27,8 @@ class StrategyOptions:
     # Reliability (docs/reliability.md): sound updates a round needs; update-norm bound (0: none)
     min_train_replies: int = 1
     max_update_norm: float = 0.0
+    # Once a run has started, how long a round waits for min_train_replies connected nodes (round-timeout-s)
+    node_wait_s: float = 1800.0
     # FeTS Task 1 hooks (fedtumor/federation/fets_hooks.py)
     collaborator_selector: CollaboratorSelector = all_sites
     round_hyperparameters: RoundHyperparameters = constant

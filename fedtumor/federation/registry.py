@@ -91,6 +91,7 @@ def strategy_options(
         seed=config.seed,
         # Reliability (docs/reliability.md): a round needs this many sound updates; optional update-norm bound.
         min_train_replies=config.min_train_replies or config.min_available_nodes,
+        node_wait_s=config.round_timeout_s,
         max_update_norm=config.max_update_norm,
         collaborator_selector=_hook_from_spec(
             "collaborator-selection", config.collaborator_selection, selector_from_spec, plugin.select_collaborators

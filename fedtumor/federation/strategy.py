@@ -42,6 +42,7 @@ from flwr.serverapp import Grid
 from fedtumor.core.ordering import natural_key
 from fedtumor.federation.fets_hooks import HYPERPARAMETER_KEYS, collaborators_for, hyperparameters_for
 from fedtumor.federation.ledger import SiteLedger
+from fedtumor.federation.node_quorum import QuorumGrid, asked_node_of, asked_nodes, running_quorum
 from fedtumor.federation.options import StrategyOptions
 from fedtumor.federation.replies import SiteReply, array_record_bytes, describe_reply
 from fedtumor.federation.reply_checks import checked_update, norm_problem
@@ -75,6 +76,8 @@ class FedTumorStrategy:
         self.ledger = options.ledger if options.ledger is not None else SiteLedger()
         self._sent_arrays: ArrayRecord | None = None  # the global model this round's sites received
         self._download_bytes: dict[int, int] = {}  # node id -> bytes of every ArrayRecord sent to it
+        self._asked: dict[str, list[Message]] = {}  # phase -> this round's messages (ids set once sent)
+        self._run_started = False  # the first round waits for min-available-nodes; later ones for fewer
 
     @property
     def sent_arrays(self) -> ArrayRecord | None:
@@ -99,7 +102,7 @@ class FedTumorStrategy:
         schedule = self.options.round_hyperparameters
         hyperparameters = hyperparameters_for(schedule, server_round, ledger.history(server_round, defaults))
         config = ConfigRecord({**config, **self.hook_config(server_round), **hyperparameters})
-        messages = list(super().configure_train(server_round, arrays, config, grid))
+        messages = list(super().configure_train(server_round, arrays, config, self._sampling_grid(grid)))
         offered = [message.metadata.dst_node_id for message in messages]
         if not offered:
             return messages
@@ -118,14 +121,32 @@ class FedTumorStrategy:
             message.metadata.dst_node_id: sum(map(array_record_bytes, message.content.array_records.values()))
             for message in chosen_messages
         }
+        self._asked["train"] = chosen_messages
         return chosen_messages
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid):
         server_round += self.options.round_offset
         config = ConfigRecord({**config, **self.hook_config(server_round)})
-        messages = list(super().configure_evaluate(server_round, arrays, config, grid))
+        messages = list(super().configure_evaluate(server_round, arrays, config, self._sampling_grid(grid)))
         self.ledger.plan_evaluate(server_round, [message.metadata.dst_node_id for message in messages], config)
+        self._asked["evaluate"] = messages
         return messages
+
+    def _sampling_grid(self, grid: Grid) -> Grid:
+        """The run's first sampling waits for ``min-available-nodes``; later ones, bounded, for fewer.
+
+        Once the run has started, a round goes ahead with the connected nodes as long as
+        ``min-train-replies`` are (fedtumor/federation/node_quorum.py): a lost site must not stall it.
+        """
+        if not self._run_started:
+            self._run_started = True
+            return grid
+        self.min_available_nodes = running_quorum(self.options.min_train_replies)
+        return QuorumGrid(grid, self.min_available_nodes, self.options.node_wait_s)
+
+    def replying_node(self, phase: str, message: Message) -> int:
+        """The asked node a reply answers (the SuperLink writes "Node Unavailable" replies itself)."""
+        return asked_node_of(message, asked_nodes(self._asked.get(phase, ())))
 
     # -- what reaches aggregation -----------------------------------------------------
     def train_reply_problem(self, message: Message) -> tuple[str | None, float | None]:
@@ -137,7 +158,7 @@ class FedTumorStrategy:
 
     def _report_missing(self, server_round: int, phase: str, replies: list[Message]) -> None:
         """Sites asked this round that sent nothing back before the timeout (stalled or gone)."""
-        answered = {message.metadata.src_node_id for message in replies}
+        answered = {self.replying_node(phase, message) for message in replies}
         plan = self.ledger.plan(server_round, phase)
         for node_id in plan.asked if plan is not None else ():
             if node_id not in answered:
@@ -153,6 +174,9 @@ class FedTumorStrategy:
         for message in replies:
             if message.has_error():
                 reply = describe_reply(server_round, phase, message)
+                node_id = self.replying_node(phase, message)
+                if node_id != reply.node_id:  # written by the SuperLink for a node that stopped answering
+                    reply = dataclasses.replace(reply, node_id=node_id, site_id=f"node-{node_id}")
                 if reply.site_id == f"node-{reply.node_id}":  # no site id in its reason
                     reply = dataclasses.replace(reply, site_id=ledger.site_name(reply.node_id))
                 reply = dataclasses.replace(reply, error=_one_line(reply.error))

@@ -1,0 +1,117 @@
+"""A SuperNode killed mid-round in a live federation (TLS, node authentication, 127.0.0.1).
+
+Three registered sites, ``min-available-nodes=3`` and ``min-train-replies=2``. Site 3's
+SuperNode and everything it started are SIGKILLed once round 2 has begun, and started again
+with the same key once round 3 has begun. Round 2 must close with the two other sites' updates
+as soon as Flower's heartbeat declares the node unavailable (well within ``round-timeout-s``,
+set to 20 minutes), record one failure named ``site-3``, round 3 must go ahead with the two
+connected sites instead of waiting for the third, and site 3 must train again in a later round.
+Every process is stopped at the end.
+"""
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from data_loaders.site_folders import export_heldout_folder, export_site_folders
+from fedtumor.deployment.flwr_runs import SUCCESS_STATUS, stream_run, wait_for_run
+from fedtumor.deployment.loopback import CONNECTION, LoopbackFederation
+from fedtumor.deployment.processes import command_lines, descendants
+from fedtumor.security.certs import make_superlink_certificates
+from fedtumor.security.node_keys import make_node_key
+from tests import REPO
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # about 4 minutes: over the CI budget for now
+TINY = "patch-size=32 samples-per-volume=1 batch-size=1 base-filters=4"
+ROUND_TIMEOUT_S = 1200.0
+SITES = ("site-1", "site-2", "site-3")
+
+
+def crash(process) -> None:
+    """SIGKILL a SuperNode and what it started, as a power cut would: no goodbye to the SuperLink."""
+    for pid in [process.pid, *descendants(process.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    process.popen.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def lost_node_run(tmp_path_factory, three_site_cohort):
+    root = tmp_path_factory.mktemp("node-loss")
+    sites = export_site_folders(three_site_cohort, root / "sites")
+    coordinator = export_heldout_folder(three_site_cohort, root / "coordinator")
+    certs = make_superlink_certificates(root / "certs", ["localhost"], ["127.0.0.1"])
+    keys = {name: make_node_key(root / "keys", name) for name in SITES}
+    federation = LoopbackFederation(root / "work", certs, node_auth=True, proxy=False)
+    federation.env["FEDTUMOR_HOME"] = str(root / "home")
+    events: dict[str, float] = {}
+    lines: list[str] = []
+
+    def follow(line: str) -> None:
+        lines.append(line)
+        if "[ROUND 2/" in line and "killed" not in events:
+            time.sleep(3)  # the round's messages are out: the node dies holding one
+            crash(federation.supernodes["site-3"])
+            events["killed"] = time.monotonic()
+        elif "round 2 closed" in line:
+            events["round_2_closed"] = time.monotonic()
+        elif "[ROUND 3/" in line and "restarted" not in events:  # sampled without it: now it comes back
+            federation.start_supernode("site-3", sites["site-3"], keys["site-3"].private_key)
+            events["restarted"] = time.monotonic()
+
+    results = {"root": root, "events": events}
+    try:
+        federation.start_superlink()
+        for name in SITES:
+            federation.register_node(keys[name].public_key)
+            federation.start_supernode(name, sites[name], keys[name].private_key)
+        run_config = (
+            f"num-server-rounds=5 min-available-nodes=3 min-train-replies=2 fraction-evaluate=0.0 "
+            f"round-timeout-s={ROUND_TIMEOUT_S} data-dir='{coordinator}' output-dir='{root / 'runs'}' "
+            f"run-name='lost' {TINY}"
+        )
+        run_id = stream_run(CONNECTION, federation.env, run_config, app_dir=REPO, echo=follow)
+        results["status"] = wait_for_run(run_id, CONNECTION, federation.env, timeout_s=900) if run_id else "no run id"
+        results["stream"] = "\n".join(lines)
+        results["tree_before_close"] = descendants(federation.superlink.pid)
+    finally:
+        federation.close()
+    results["left_over"] = list(command_lines(str(root)).values())
+    return results
+
+
+def rounds(run_dir) -> dict[int, dict]:
+    entries = map(json.loads, (run_dir / "audit.jsonl").read_text().splitlines())
+    return {entry["round"]: entry for entry in entries if entry["event"] == "round"}
+
+
+def test_the_round_closes_without_the_dead_node_and_names_it_once(lost_node_run):
+    assert lost_node_run["status"] == SUCCESS_STATUS, lost_node_run["stream"][-3000:]
+    run_dir = lost_node_run["root"] / "runs" / "lost"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert [(f["round"], f["phase"], f["site"]) for f in summary["failed_replies"]] == [(2, "train", "site-3")]
+    assert "Node Unavailable" in summary["failed_replies"][0]["error"]
+    audit = rounds(run_dir)
+    assert sorted(audit[2]["train"]["updates"]) == ["site-1", "site-2"]
+    events = lost_node_run["events"]
+    waited = events["round_2_closed"] - events["killed"]
+    assert waited < ROUND_TIMEOUT_S / 4, f"round 2 closed {waited:.0f} s after the node died"
+
+
+def test_the_next_round_goes_ahead_with_the_connected_sites_and_the_restarted_node_trains_again(lost_node_run):
+    audit = rounds(lost_node_run["root"] / "runs" / "lost")
+    assert sorted(audit[3]["train"]["asked"]) == ["site-1", "site-2"]
+    assert any(sorted(audit[r]["train"]["updates"]) == list(SITES) for r in (4, 5)), {
+        r: audit[r]["train"] for r in (4, 5)
+    }
+    assert "Waiting for nodes to connect" not in lost_node_run["stream"].split("round 2 closed", 1)[-1]
+
+
+def test_every_process_is_stopped(lost_node_run):
+    assert lost_node_run["tree_before_close"]  # the SuperLink had started its ServerApp tree
+    assert lost_node_run["left_over"] == []
