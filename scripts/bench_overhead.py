@@ -13,7 +13,8 @@ For each amount of compute per round (`--local-epochs`, one value per row), runs
 Both sides train one site at a time with the same PyTorch threads (`--torch-threads`,
 default 1; Ray gets `--cpus-per-site`, default every core, so it runs one ClientApp at a
 time just as the loop does). The in-process rounds are timed before and after the
-simulation. The overhead ratio is the best federated round after the first (round 1 also
+simulation; the federated rounds inside the ServerApp (``round_wall_s`` in the run's
+metrics.csv). The overhead ratio is the best federated round after the first (round 1 also
 loads each site's data in its Ray worker) over the best in-process round after the first:
 the machine is shared, and noise only ever adds time. A second ratio needs no second
 measurement: the steady round's wall time over its sites' own training time (their
@@ -100,6 +101,17 @@ def in_process_rounds(config: RunConfig, sites, progress: Progress) -> list[floa
     return seconds
 
 
+def serverapp_round_seconds(run_dir: Path) -> dict[int, float]:
+    """Each round's wall time as the ServerApp timed it (``round_wall_s``: one round's close to the next).
+
+    Not from ``flwr run --stream`` lines: Flower sends those every 0.5 s (``LOG_STREAM_INTERVAL``),
+    which quantised the rounds (2.50, 2.51, 1.50 s) and made the best-round ratio swing.
+    """
+    metrics = read_metrics(run_dir)
+    rows = metrics[(metrics["scope"] == "global") & (metrics["metric"] == "round_wall_s")]
+    return {int(r): float(v) for r, v in zip(rows["round"], rows["value"], strict=True)}
+
+
 def site_training_seconds(run_dir: Path) -> dict[int, float]:
     """Per round, the sum of the sites' own train-seconds (they train one at a time)."""
     metrics = read_metrics(run_dir)
@@ -164,7 +176,7 @@ def main() -> int:
             if not timing.ok:
                 console.print(f"error: simulation failed ({timing.status}); log tail:\n{timing.log_tail}")
                 return 1
-            federated = timing.round_seconds()
+            federated = serverapp_round_seconds(work / "overhead-runs" / run_name)
             # Best of the steady rounds on both sides: the machine is shared, and noise only adds time.
             steady_fed = min(federated[r] for r in federated if r >= 2)
             steady_local = min(local[1:] + local_after)

@@ -15,6 +15,7 @@ study's rounds.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -72,11 +73,13 @@ class RoundClose:
         self.last_arrays: dict[str, np.ndarray] | None = None
         self.last_model_sha256: str | None = None
         self._rows_written: set[int] = set()
+        self._last_close_end: float | None = None  # perf_counter when the previous round's close ended
 
     def __call__(self, flower_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         if flower_round == 0 and self.round_offset > 0:
             return None  # a resumed run: round 0 is the checkpoint, already evaluated and logged
         server_round = flower_round + self.round_offset
+        close_started = time.perf_counter()
         self.write_site_rows(server_round)
         self._close(server_round)
         metrics = self.evaluate(server_round, arrays) if self.evaluate is not None else None
@@ -99,10 +102,25 @@ class RoundClose:
             ),
         )
         self.last_round, self.last_arrays, self.last_model_sha256 = server_round, numpy_arrays, sha256
+        self._write_round_clock(server_round, close_started)
         log.info("round %d closed: model sha256 %s…, resume state saved", server_round, sha256[:12])
         if stop:
             raise EarlyStop(self.early_stopping.report())
         return metrics
+
+    def _write_round_clock(self, server_round: int, close_started: float) -> None:
+        """``round_wall_s`` and ``round_close_s``, timed here in the ServerApp (not from Flower's log stream).
+
+        ``round_wall_s``: from the end of the previous round's close to the start of this one's,
+        i.e. sampling, messages, the sites' work and aggregation; ``round_close_s``: this close
+        (held-out scoring, audit entry, resume state). Round 0 has only its close.
+        """
+        now = time.perf_counter()
+        clock = {"round_close_s": now - close_started}
+        if self._last_close_end is not None:
+            clock["round_wall_s"] = close_started - self._last_close_end
+        self._last_close_end = now
+        self.writer.add_metrics(round=server_round, scope=GLOBAL_SCOPE, split="train", metrics=clock)
 
     def monitored_dice(self, server_round: int, test_metrics: MetricRecord | None) -> float:
         """The monitored mean Dice: held-out or the sites' weighted validation (NaN when not measured)."""

@@ -78,7 +78,7 @@ def run_curve(record: RunRecord) -> Curve:
     train = metric_table(read_metrics(record.run_dir), GLOBAL_SCOPE, "train")
     times = {0: 0.0}
     if "simulated_time_s" in train:
-        times.update({int(r): float(t) for r, t in train["simulated_time_s"].items()})
+        times.update({int(r): float(t) for r, t in train["simulated_time_s"].dropna().items()})
     rounds = sorted(r for r in record.mean_dice_per_round if r in times)
     return Curve([times[r] for r in rounds], [record.mean_dice_per_round[r] for r in rounds])
 

@@ -1,6 +1,7 @@
 """RoundClose with early stopping: the monitored Dice, the round it ends the run at, the resume state."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
@@ -85,6 +86,16 @@ def test_without_held_out_scores_the_weighted_validation_dice_is_monitored(tmp_p
         ledger.record_aggregated(server_round, {**dice(value), "num-examples": 4})
     assert run_rounds(strategy, close, rounds=3)["round"] == 3
     assert close.monitored_dice(3, None) == pytest.approx(0.5)
+
+
+def test_each_round_is_timed_inside_the_serverapp_apart_from_its_close(tmp_path):
+    strategy, close = closer(tmp_path, [0.0, 0.1, 0.2, 0.3], None, SiteLedger())
+    run_rounds(strategy, close, rounds=3)
+    metrics = pd.read_csv(close.writer.run_dir / "metrics.csv").query("scope == 'global' and split == 'train'")
+    clock = metrics.pivot_table(index="round", columns="metric", values="value")
+    assert clock["round_close_s"].notna().all() and sorted(clock.index) == [0, 1, 2, 3]
+    assert clock["round_wall_s"].isna().tolist() == [True, False, False, False]  # round 0 is no round
+    assert (clock["round_wall_s"].dropna() > 0).all()
 
 
 def test_the_validation_monitor_ignores_held_out_scores_so_the_test_set_never_picks_the_round(tmp_path):
