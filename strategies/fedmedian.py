@@ -2,11 +2,11 @@
 
 from collections.abc import Iterable
 
-from flwr.app import Array, ArrayRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp.strategy import FedMedian as FlowerFedMedian
 
 from fedtumor.federation.plugin import FlowerStrategyPlugin
-from fedtumor.federation.robust_aggregation import coordinate_median, flat_views
+from fedtumor.federation.robust_aggregation import coordinate_median, coordinate_wise
 from fedtumor.federation.strategy import FedTumorStrategy
 
 
@@ -22,14 +22,8 @@ class ChunkedFedMedian(FlowerFedMedian):
         valid_replies, _ = self._check_and_log_replies(replies, is_train=True)
         if not valid_replies:
             return None, None
-        record_key = next(iter(valid_replies[0].content.array_records.keys()))
-        records = [message.content[record_key] for message in valid_replies]
-        arrays = ArrayRecord()
-        for key, first in records[0].items():
-            median = coordinate_median(flat_views(records, key))
-            arrays[key] = Array(median.reshape(tuple(first.shape)))
-        metrics = self.train_metrics_aggr_fn([message.content for message in valid_replies], self.weighted_by_key)
-        return arrays, metrics
+        contents = [message.content for message in valid_replies]
+        return coordinate_wise(contents, coordinate_median), self.train_metrics_aggr_fn(contents, self.weighted_by_key)
 
 
 class FedMedian(FedTumorStrategy, ChunkedFedMedian):

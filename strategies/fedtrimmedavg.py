@@ -2,12 +2,12 @@
 
 from collections.abc import Iterable
 
-from flwr.app import Array, ArrayRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp.exception import AggregationError
 from flwr.serverapp.strategy import FedTrimmedAvg as FlowerFedTrimmedAvg
 
 from fedtumor.federation.plugin import FlowerStrategyPlugin, Parameter
-from fedtumor.federation.robust_aggregation import coordinate_trimmed_mean, flat_views
+from fedtumor.federation.robust_aggregation import coordinate_trimmed_mean, coordinate_wise
 from fedtumor.federation.strategy import FedTumorStrategy
 
 
@@ -24,19 +24,14 @@ class ChunkedFedTrimmedAvg(FlowerFedTrimmedAvg):
         valid_replies, _ = self._check_and_log_replies(replies, is_train=True)
         if not valid_replies:
             return None, None
-        record_key = next(iter(valid_replies[0].content.array_records.keys()))
-        records = [message.content[record_key] for message in valid_replies]
-        arrays = ArrayRecord()
-        for key, first in records[0].items():
-            try:
-                mean = coordinate_trimmed_mean(flat_views(records, key), self.beta)
-            except ValueError as e:  # Flower's message
-                raise AggregationError(
-                    f"Trimmed mean could not be computed. Likely cause: beta={self.beta} is too large."
-                ) from e
-            arrays[key] = Array(mean.reshape(tuple(first.shape)))
-        metrics = self.train_metrics_aggr_fn([message.content for message in valid_replies], self.weighted_by_key)
-        return arrays, metrics
+        contents = [message.content for message in valid_replies]
+        try:
+            arrays = coordinate_wise(contents, lambda flats: coordinate_trimmed_mean(flats, self.beta))
+        except ValueError as e:  # Flower's message
+            raise AggregationError(
+                f"Trimmed mean could not be computed. Likely cause: beta={self.beta} is too large."
+            ) from e
+        return arrays, self.train_metrics_aggr_fn(contents, self.weighted_by_key)
 
 
 class FedTrimmedAvg(FedTumorStrategy, ChunkedFedTrimmedAvg):

@@ -18,10 +18,10 @@ scores are within that float32 rounding of each other.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
-from flwr.app import ArrayRecord, RecordDict
+from flwr.app import Array, ArrayRecord, RecordDict
 from flwr.serverapp.strategy.fedtrimmedavg import trim_mean
 
 from fedtumor.federation.array_views import array_view
@@ -110,6 +110,16 @@ def coordinate_trimmed_mean(flats: Sequence[np.ndarray], beta: float) -> np.ndar
         block.sort(axis=1)
         np.mean(block[:, kept], axis=1, out=mean[start:stop])
     return mean
+
+
+def coordinate_wise(contents: Sequence[RecordDict], reduce: Callable[[list[np.ndarray]], np.ndarray]) -> ArrayRecord:
+    """Each array of the replies' first ArrayRecord reduced coordinate by coordinate (``reduce(flat views)``)."""
+    record_key = next(iter(contents[0].array_records.keys()))
+    records = [content[record_key] for content in contents]
+    arrays = ArrayRecord()
+    for key, first in records[0].items():
+        arrays[key] = Array(reduce(flat_views(records, key)).reshape(tuple(first.shape)))
+    return arrays
 
 
 def _gram(rows: np.ndarray) -> np.ndarray:
