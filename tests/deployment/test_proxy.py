@@ -133,7 +133,10 @@ def test_only_fleet_calls_reach_the_superlink(front_door, certs):
     headers = {name.lower(): value for name, value in upstream.seen[0][2].items()}
     assert {name: headers.get(name) for name in AUTH_HEADERS} == AUTH_HEADERS
     assert headers["x-forwarded-for"] == "127.0.0.1"
-    refused = refused_requests(settings)
+    # nginx logs a request after it has answered it: wait for the last line before counting.
+    deadline = time.monotonic() + 10
+    while len(refused := refused_requests(settings)) < len(refused_paths) + 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert len(refused) == len(refused_paths) + 1 and all(" 403 " in line and "upstream=-" in line for line in refused)
     assert any('"POST /v1/control/list-runs HTTP/1.1" 403' in line for line in refused)
 
