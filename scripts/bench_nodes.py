@@ -28,10 +28,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from fedtumor.bench.probe import MemorySampler
+from fedtumor.bench.probe import MemorySampler, serverapp_round_seconds
 from fedtumor.bench.report import machine, markdown_table, print_table, write_record
 from fedtumor.deployment.processes import command_lines
-from fedtumor.run.writer import read_metrics, read_summary
+from fedtumor.run.writer import read_summary
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = "patch-size=32 samples-per-volume=1 batch-size=1 base-filters=4 queue-length=2 fraction-evaluate=0.0"
@@ -48,12 +48,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if min(args.sites) < 2 or args.rounds < 1:
         parser.error("--sites must be at least 2 and --rounds at least 1")
     return args
-
-
-def round_seconds(run_dir: Path) -> dict[int, float]:
-    metrics = read_metrics(run_dir)
-    rows = metrics[(metrics["scope"] == "global") & (metrics["metric"] == "round_wall_s")]
-    return {int(r): float(v) for r, v in zip(rows["round"], rows["value"], strict=True)}
 
 
 def run_federation(sites: int, rounds: int, root: Path, no_proxy: bool) -> dict:
@@ -80,7 +74,7 @@ def run_federation(sites: int, rounds: int, root: Path, no_proxy: bool) -> dict:
         "sites": sites,
         "returncode": returncode,
         "status": summary.get("status", "no summary"),
-        "round_s": round_seconds(run_dir) if (run_dir / "metrics.csv").is_file() else {},
+        "round_s": serverapp_round_seconds(run_dir) if (run_dir / "metrics.csv").is_file() else {},
         "peak_pss_mib": peak_mib,
         "peak_mib_per_site": peak_mib / sites,
         "peak_processes": sampler.peak_processes,

@@ -41,7 +41,7 @@ from rich.progress import Progress
 from data_loaders.round_patches import round_patch_batches
 from data_loaders.synthetic import generate_cohort
 from fedtumor.baselines.sites import load_sites
-from fedtumor.bench.probe import round_progress, run_simulation
+from fedtumor.bench.probe import round_progress, run_simulation, serverapp_round_seconds
 from fedtumor.bench.report import machine, markdown_table, print_table, write_record
 from fedtumor.core.config import RunConfig, fedtumor_home, read_run_config
 from fedtumor.core.errors import ConfigError, DataError
@@ -99,17 +99,6 @@ def in_process_rounds(config: RunConfig, sites, progress: Progress) -> list[floa
         seconds.append(time.perf_counter() - started)
     progress.remove_task(task)
     return seconds
-
-
-def serverapp_round_seconds(run_dir: Path) -> dict[int, float]:
-    """Each round's wall time as the ServerApp timed it (``round_wall_s``: one round's close to the next).
-
-    Not from ``flwr run --stream`` lines: Flower sends those every 0.5 s (``LOG_STREAM_INTERVAL``),
-    which quantised the rounds (2.50, 2.51, 1.50 s) and made the best-round ratio swing.
-    """
-    metrics = read_metrics(run_dir)
-    rows = metrics[(metrics["scope"] == "global") & (metrics["metric"] == "round_wall_s")]
-    return {int(r): float(v) for r, v in zip(rows["round"], rows["value"], strict=True)}
 
 
 def site_training_seconds(run_dir: Path) -> dict[int, float]:

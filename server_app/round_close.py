@@ -138,7 +138,7 @@ class RoundClose:
         stop = self.early_stopping.update(server_round, self.monitored_dice(server_round, test_metrics))
         if self.evaluate_config is not None and self.early_stopping.enabled:
             # Without a gain next round the run ends there: sites then score what belongs to a final round.
-            self.evaluate_config[MAY_BE_LAST_ROUND_KEY] = self.early_stopping.wait >= self.early_stopping.patience - 1
+            self.evaluate_config[MAY_BE_LAST_ROUND_KEY] = self.early_stopping.next_round_may_stop
         return stop
 
     def _stopping_state(self) -> dict:

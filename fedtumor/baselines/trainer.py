@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -132,8 +133,8 @@ def train_baseline(
         if val_cases and server_round >= 1:
             val_means = evaluate_cases(model, val_cases, config.patch_size, device)[0]
             writer.add_metrics(round=server_round, scope=GLOBAL_SCOPE, split="val", metrics=val_means)
-            stop = stopper.update(server_round, mean_dice(val_means))
             val_final = {"round": server_round, "num_val": len(val_cases), "mean_dice": mean_dice(val_means)}
+            stop = stopper.update(server_round, val_final["mean_dice"])
         scored = stop or server_round == rounds or score_rounds is None or server_round in score_rounds
         if not scored:
             if progress is not None and server_round >= 1:
@@ -206,7 +207,7 @@ def stopped_early_report(stopper: EarlyStopping, epochs_per_round: int) -> dict 
     }
 
 
-def mean_over_models(histories: Sequence[Mapping[int, Mapping[str, float]]]) -> dict[int, dict[str, float]]:
-    """Per round, each metric averaged over several models (the mean local model)."""
+def mean_over_models(histories: Sequence[Mapping[Any, Mapping[str, float]]]) -> dict[Any, dict[str, float]]:
+    """Per round (or per test subject: any key the models share), each metric averaged over several models."""
     rounds = sorted(set.intersection(*(set(h) for h in histories)))
     return {r: {name: float(np.mean([h[r][name] for h in histories])) for name in histories[0][r]} for r in rounds}

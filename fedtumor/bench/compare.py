@@ -19,6 +19,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from fedtumor.bench.report import markdown_table
 from fedtumor.bench.study_stats import bootstrap_ci, mean_dice_matrix, score_matrix
 from fedtumor.core.metrics import mean_dice
 
@@ -172,9 +173,7 @@ def display_row(row: dict) -> list[str]:
 
 
 def write_markdown(rows: list[dict], path: Path) -> None:
-    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "|".join(["---"] + ["---:"] * (len(HEADERS) - 1)) + "|"]
-    lines += ["| " + " | ".join(display_row(row)) + " |" for row in rows]
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(markdown_table(HEADERS, [display_row(row) for row in rows]))
 
 
 def write_csv(rows: list[dict], path: Path) -> None:

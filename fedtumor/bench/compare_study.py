@@ -181,15 +181,20 @@ def reusable(run_dir: Path) -> bool:
     return False
 
 
+def kept_wall_time(run_dir: Path, wall_s: float, reused: bool) -> float:
+    """The run's wall time: a reused run's as it was when it ran, a new one's recorded for later reuse."""
+    if reused:
+        return float(json.loads((run_dir / WALL_TIME_FILE).read_text())["wall_s"])
+    (run_dir / WALL_TIME_FILE).write_text(json.dumps({"wall_s": wall_s}) + "\n")
+    return wall_s
+
+
 def record_of(method: str, seed: int, run_dir: Path, wall_s: float, reused: bool) -> RunRecord:
     """A finished run's record: final scores, each site's (local baseline), mean Dice per round, wall time."""
     summary = read_summary(run_dir) or {}
     test = metric_table(read_metrics(run_dir), GLOBAL_SCOPE, "test")
     per_round = {int(r): mean_dice(row) for r, row in test.iterrows()} if not test.empty else {}
-    if reused:
-        wall_s = float(json.loads((run_dir / WALL_TIME_FILE).read_text())["wall_s"])
-    else:
-        (run_dir / WALL_TIME_FILE).write_text(json.dumps({"wall_s": wall_s}) + "\n")
+    wall_s = kept_wall_time(run_dir, wall_s, reused)
     if method == LOCAL:
         site_dirs = [run_dir / site for site in summary.get("per_site_final", {})]
         per_subject = mean_over_site_models([heldout_per_subject(site_dir) for site_dir in site_dirs])
@@ -298,11 +303,7 @@ def run_fine_tuned(study: Study, seed: int, fedavg: RunRecord | None, progress: 
             run_fine_tune(Path(fedavg.run_dir), study.plan.fine_tune_epochs, run_dir, progress=progress)
         except (DataError, ConfigError) as exc:
             return RunRecord(FINE_TUNED, seed, str(run_dir), time.perf_counter() - started, ok=False, error=str(exc))
-    wall_s = time.perf_counter() - started
-    if reused:
-        wall_s = float(json.loads((run_dir / WALL_TIME_FILE).read_text())["wall_s"])
-    else:
-        (run_dir / WALL_TIME_FILE).write_text(json.dumps({"wall_s": wall_s}) + "\n")
+    wall_s = kept_wall_time(run_dir, time.perf_counter() - started, reused)
     summary = read_summary(run_dir) or {}
     heldout = summary["mean"]["personal_heldout"] or {}
     patches = int(summary.get("patches_seen", 0))

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedtumor.deployment.simulation import STATUS_PREFIX, simulation_command
+from fedtumor.run.writer import read_metrics
 
 ROUND_START = re.compile(r"\[ROUND (\d+)/(\d+)\]")
 STRATEGY_DONE = re.compile(r"Strategy execution finished in ([\d.]+)s")
@@ -212,3 +213,14 @@ def round_progress(progress, task, rounds: int) -> Callable[[str], None]:
             progress.update(task, completed=rounds)
 
     return on_line
+
+
+def serverapp_round_seconds(run_dir: Path) -> dict[int, float]:
+    """Each round's wall time as the ServerApp timed it (``round_wall_s``: one round's close to the next).
+
+    Not from ``flwr run --stream`` lines: Flower sends those every 0.5 s (``LOG_STREAM_INTERVAL``),
+    which quantised the rounds (2.50, 2.51, 1.50 s) and made the best-round ratio swing.
+    """
+    metrics = read_metrics(run_dir)
+    rows = metrics[(metrics["scope"] == "global") & (metrics["metric"] == "round_wall_s")]
+    return {int(r): float(v) for r, v in zip(rows["round"], rows["value"], strict=True)}

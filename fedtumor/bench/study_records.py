@@ -17,8 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from fedtumor.baselines.trainer import mean_over_models
 from fedtumor.core.metrics import mean_dice
 from fedtumor.run.files import HELDOUT_SUBJECTS_FILE
 from fedtumor.run.writer import GLOBAL_SCOPE, metric_table, read_metrics
@@ -34,16 +33,7 @@ def heldout_per_subject(run_dir: Path) -> dict[str, dict[str, float]]:
 
 def mean_over_site_models(site_scores: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
     """Each subject's scores averaged over several models (the mean local-only model), subject by subject."""
-    if not site_scores:
-        return {}
-    subjects = sorted(set.intersection(*(set(scores) for scores in site_scores)))
-    return {
-        subject: {
-            metric: float(np.mean([scores[subject][metric] for scores in site_scores]))
-            for metric in site_scores[0][subject]
-        }
-        for subject in subjects
-    }
+    return mean_over_models(site_scores) if site_scores else {}
 
 
 def stop_round(summary: dict[str, Any]) -> int | None:

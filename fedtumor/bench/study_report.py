@@ -16,6 +16,7 @@ import statistics
 from pathlib import Path
 
 from fedtumor.bench.compare import LOCAL, POOLED, REGIONS, RunRecord
+from fedtumor.bench.report import markdown_table
 from fedtumor.bench.study_stats import mean_dice_matrix, paired_comparison
 from fedtumor.core.metrics import mean_dice
 from fedtumor.run.files import CROSS_SITE_PNG
@@ -60,15 +61,17 @@ def paired_rows(records: list[RunRecord]) -> list[dict]:
 
 
 def paired_markdown(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(PAIRED_HEADERS) + " |", "|---|---:|---:|---:|---:|"]
-    for row in rows:
-        label = "mean local-only model" if row["second"] == LOCAL else row["second"]
-        lines.append(
-            f"| {row['first']} - {label} | {row['mean_difference']:+.3f} | "
-            f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}] | {row['wilcoxon_p']:.2g} | "
-            f"{row['seeds']} x {row['subjects']} |"
-        )
-    return "\n".join(lines) + "\n"
+    cells = [
+        [
+            f"{row['first']} - {'mean local-only model' if row['second'] == LOCAL else row['second']}",
+            f"{row['mean_difference']:+.3f}",
+            f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]",
+            f"{row['wilcoxon_p']:.2g}",
+            f"{row['seeds']} x {row['subjects']}",
+        ]
+        for row in rows
+    ]
+    return markdown_table(PAIRED_HEADERS, cells)
 
 
 def _mean_or_none(values: list[float | None]) -> tuple[float | None, float | None]:
@@ -105,12 +108,12 @@ def _cell(value: float | None, sd: float | None) -> str:
 
 
 def personalised_markdown(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(PERSONAL_HEADERS) + " |", "|---|---:|---:|---:|"]
-    for row in rows:
-        label = "local (each site's own model)" if row["method"] == LOCAL else row["method"]
-        cells = [_cell(row[k], row[f"{k}_sd"]) for k in ("global_val", "personal_val", "personal_heldout")]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    cells = [
+        ["local (each site's own model)" if row["method"] == LOCAL else row["method"]]
+        + [_cell(row[k], row[f"{k}_sd"]) for k in ("global_val", "personal_val", "personal_heldout")]
+        for row in rows
+    ]
+    return markdown_table(PERSONAL_HEADERS, cells)
 
 
 def copy_heatmaps(records: list[RunRecord], out: Path) -> list[Path]:

@@ -64,12 +64,13 @@ def site_of_error(code: int, reason: str) -> str | None:
     return site_id if site_id.strip() and "\n" not in site_id else None
 
 
-def describe_reply(server_round: int, phase: str, message: Message) -> SiteReply:
+def describe_reply(server_round: int, phase: str, message: Message, node_id: int | None = None) -> SiteReply:
     """What a reply says; an error reply is named by the site id its reason gives, else ``node-<id>``.
 
-    The error is the whole reason, as the site sent it.
+    The error is the whole reason, as the site sent it. ``node_id`` is the node the reply
+    answers when that is not its sender (a SuperLink-written reply); default: the sender.
     """
-    node_id = message.metadata.src_node_id
+    node_id = message.metadata.src_node_id if node_id is None else node_id
     if message.has_error():
         site_id = site_of_error(message.error.code, message.error.reason)
         return SiteReply(server_round, phase, node_id, site_id or f"node-{node_id}", error=message.error.reason)

@@ -144,9 +144,10 @@ class FedTumorStrategy:
         self.min_available_nodes = running_quorum(self.options.min_train_replies)
         return QuorumGrid(grid, self.min_available_nodes, self.options.node_wait_s)
 
-    def replying_node(self, phase: str, message: Message) -> int:
-        """The asked node a reply answers (the SuperLink writes "Node Unavailable" replies itself)."""
-        return asked_node_of(message, asked_nodes(self._asked.get(phase, ())))
+    def replying_nodes(self, phase: str, replies: list[Message]) -> list[int]:
+        """The asked node each reply answers (the SuperLink writes "Node Unavailable" replies itself)."""
+        asked = asked_nodes(self._asked.get(phase, ()))
+        return [asked_node_of(message, asked) for message in replies]
 
     # -- what reaches aggregation -----------------------------------------------------
     def train_reply_problem(self, message: Message) -> tuple[str | None, float | None]:
@@ -156,9 +157,8 @@ class FedTumorStrategy:
             return problem, None
         return norm_problem(norm, self.options.max_update_norm), norm
 
-    def _report_missing(self, server_round: int, phase: str, replies: list[Message]) -> None:
+    def _report_missing(self, server_round: int, phase: str, answered: set[int]) -> None:
         """Sites asked this round that sent nothing back before the timeout (stalled or gone)."""
-        answered = {self.replying_node(phase, message) for message in replies}
         plan = self.ledger.plan(server_round, phase)
         for node_id in plan.asked if plan is not None else ():
             if node_id not in answered:
@@ -168,15 +168,13 @@ class FedTumorStrategy:
 
     def _sound_replies(self, server_round: int, phase: str, replies: Iterable[Message]) -> list[Message]:
         replies = list(replies)
-        self._report_missing(server_round, phase, replies)
+        nodes = self.replying_nodes(phase, replies)
+        self._report_missing(server_round, phase, set(nodes))
         ledger = self.ledger
         kept = []
-        for message in replies:
+        for message, node_id in zip(replies, nodes, strict=True):
             if message.has_error():
-                reply = describe_reply(server_round, phase, message)
-                node_id = self.replying_node(phase, message)
-                if node_id != reply.node_id:  # written by the SuperLink for a node that stopped answering
-                    reply = dataclasses.replace(reply, node_id=node_id, site_id=f"node-{node_id}")
+                reply = describe_reply(server_round, phase, message, node_id)
                 if reply.site_id == f"node-{reply.node_id}":  # no site id in its reason
                     reply = dataclasses.replace(reply, site_id=ledger.site_name(reply.node_id))
                 reply = dataclasses.replace(reply, error=_one_line(reply.error))

@@ -63,6 +63,11 @@ class EarlyStopping:
         return False
 
     @property
+    def next_round_may_stop(self) -> bool:
+        """Whether the run ends after the next round unless that round improves on the best."""
+        return self.enabled and self.wait >= self.patience - 1
+
+    @property
     def reason(self) -> str:
         return f"no improvement of {self.monitor} > {self.min_delta} for {self.patience} rounds"
 
