@@ -117,6 +117,8 @@ def main(grid: Grid, context: Context) -> None:
         round_offset=offset,
         early_stopping=_early_stopping(config, evaluator, resumed),
         evaluate_config=evaluate_config,
+        heldout_every=config.server_eval_every,
+        last_round=config.num_server_rounds,
     )
     log.info("fedtumor: %d nodes, %d held-out test subjects, results in %s", n_nodes, len(heldout), writer.run_dir)
 
@@ -203,7 +205,7 @@ def _early_stopping(config, evaluator, resumed: ResumeState | None) -> EarlyStop
 
 def _monitor(config, evaluator) -> str:
     """What early stopping watches: ``early-stopping-monitor``, where ``auto`` prefers the held-out set."""
-    if config.early_stopping_monitor == "validation" or (config.early_stopping_monitor == "auto" and evaluator is None):
+    if config.stops_on_validation or (config.early_stopping_monitor == "auto" and evaluator is None):
         return VALIDATION_MONITOR
     return HELDOUT_MONITOR
 

@@ -3,7 +3,8 @@
 Flower calls ``evaluate_fn(round, arrays)`` after each round's training and federated
 evaluation (and once with round 0 before the first). :class:`RoundClose` is that function.
 It writes the round's per-site rows to metrics.csv from the run's ledger, closes the round
-(no sound update ends the run; the simulated-time row), runs the held-out evaluation, then
+(no sound update ends the run; the simulated-time row), runs the held-out evaluation (every
+``server-eval-every`` rounds and always on the final model: the last round or the early stop), then
 appends the round's entry to ``audit.jsonl`` (with client-level DP, the epsilon spent so far)
 and only then replaces ``resume_state.pt``, so a resume never skips a round the log lacks.
 With early stopping on, the round's monitored mean Dice updates the :class:`EarlyStopping`
@@ -59,6 +60,8 @@ class RoundClose:
         round_offset: int = 0,
         early_stopping: EarlyStopping | None = None,
         evaluate_config: ConfigRecord | None = None,
+        heldout_every: int = 1,
+        last_round: int | None = None,
     ):
         self.strategy = strategy  # read for the resume state and, with DP, the epsilon spent
         self.writer = writer
@@ -69,6 +72,8 @@ class RoundClose:
         self.round_offset = round_offset
         self.early_stopping = early_stopping  # None or patience 0: the run uses all its rounds
         self.evaluate_config = evaluate_config  # the next rounds' evaluate config: told when one may be the last
+        self.heldout_every = heldout_every  # server-eval-every: 0 scores only the final model
+        self.final_round = last_round  # num-server-rounds: its model is the final one, always scored
         self.last_round: int | None = None
         self.last_arrays: dict[str, np.ndarray] | None = None
         self.last_model_sha256: str | None = None
@@ -82,14 +87,18 @@ class RoundClose:
         close_started = time.perf_counter()
         self.write_site_rows(server_round)
         self._close(server_round)
-        metrics = self.evaluate(server_round, arrays) if self.evaluate is not None else None
+        if self._stops_on_heldout:  # the rule needs this round's held-out score (server-eval-every is then 1)
+            metrics = self.evaluate(server_round, arrays)
+            stop = self._should_stop(server_round, metrics)
+        else:
+            stop = self._should_stop(server_round, None)
+            metrics = self.evaluate(server_round, arrays) if self._heldout_due(server_round, stop) else None
         numpy_arrays = {key: array.numpy() for key, array in arrays.items()}
         sha256 = model_sha256(numpy_arrays)
         self._write_global_validation(server_round)
         self.ledger.name_failures(server_round)
         self.audit.append("round", round=server_round, model_sha256=sha256, **self.round_entry(server_round, metrics))
         self._write_manifests()
-        stop = self._should_stop(server_round, metrics)
         save_resume_state(
             self.writer.run_dir,
             ResumeState(
@@ -107,6 +116,22 @@ class RoundClose:
         if stop:
             raise EarlyStop(self.early_stopping.report())
         return metrics
+
+    @property
+    def _stops_on_heldout(self) -> bool:
+        return (
+            self.evaluate is not None
+            and self.early_stopping is not None
+            and self.early_stopping.enabled
+            and self.early_stopping.monitor == HELDOUT_MONITOR
+        )
+
+    def _heldout_due(self, server_round: int, stopping: bool) -> bool:
+        """Whether the held-out set is scored this round: every ``heldout_every`` rounds and the final model."""
+        if self.evaluate is None:
+            return False
+        periodic = self.heldout_every > 0 and server_round % self.heldout_every == 0
+        return periodic or stopping or server_round == self.final_round
 
     def _write_round_clock(self, server_round: int, close_started: float) -> None:
         """``round_wall_s`` and ``round_close_s``, timed here in the ServerApp (not from Flower's log stream).

@@ -69,7 +69,8 @@ def train_baseline(
     """Train ``num-server-rounds`` x ``local-epochs`` epochs, scoring ``cases`` after every round.
 
     ``score_rounds`` limits the held-out scoring to those rounds (the last is always scored;
-    with early stopping on, every round is);
+    with early stopping on the held-out set, every round is); by default they follow
+    ``server-eval-every`` as a federation's do;
     ``initial_scores`` are round 0's scores when already known (every model with the same
     seed starts from the same weights). Writes config.json, metrics.csv (train and held-out
     test rows), the final and best models, the overlay case, summary.json and the plots;
@@ -83,7 +84,7 @@ def train_baseline(
     torch.manual_seed(config.seed)  # the same initial model as the federation's round 0
     model = build_model(config.model, config.base_filters)
     optimizer = OptimizerSettings.from_config(config).build(model.parameters(), config.learning_rate)
-    on_validation = config.early_stopping_monitor == "validation"
+    on_validation = config.stops_on_validation
     monitor = VALIDATION_MONITOR if on_validation else HELDOUT_MONITOR
     stopper = EarlyStopping(config.early_stopping_patience, config.early_stopping_min_delta, monitor)
     val_cases = test_cases(job.val_subjects) if stopper.enabled and on_validation else []
@@ -93,6 +94,9 @@ def train_baseline(
         )
     if stopper.enabled and not on_validation:
         score_rounds = None  # the rule needs every round's held-out score
+    elif score_rounds is None and config.server_eval_every != 1:  # as the ServerApp scores a federation
+        every = config.server_eval_every
+        score_rounds = {r for r in range(config.num_server_rounds + 1) if every and r % every == 0}
     patches_seen = 0
     loss_fn = build_loss(config.loss)
     rounds = config.num_server_rounds

@@ -183,8 +183,11 @@ def write_csv(rows: list[dict], path: Path) -> None:
         writer.writerows(rows)
 
 
-def plot_dice_per_round(records: list[RunRecord], path: Path) -> None:
-    """Held-out mean Dice (ET, TC, WT) per round, averaged over seeds, one line per method."""
+def plot_dice_per_round(records: list[RunRecord], path: Path, on_validation: bool = False) -> None:
+    """Mean Dice (ET, TC, WT) per round, averaged over seeds, one line per method.
+
+    The records' curves are held-out scores, or with ``on_validation`` the sites' validation scores.
+    """
     fig = Figure(figsize=(8, 5), layout="constrained")
     ax = fig.subplots()
     methods: dict[str, list[dict]] = {}
@@ -203,8 +206,9 @@ def plot_dice_per_round(records: list[RunRecord], path: Path) -> None:
             ax.fill_between(rounds, low, high, alpha=0.12)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round (baselines: the same epochs)")
-    ax.set_ylabel("held-out mean Dice (ET, TC, WT)")
-    ax.set_title("Held-out Dice per round; band: range over seeds")
+    scored_on = "validation (sites' own subjects)" if on_validation else "held-out"
+    ax.set_ylabel(f"{scored_on} mean Dice (ET, TC, WT)")
+    ax.set_title(f"{scored_on.capitalize()} Dice per round; band: range over seeds")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=130)

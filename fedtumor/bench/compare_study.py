@@ -37,6 +37,7 @@ from fedtumor.bench.compare import (
     write_markdown,
 )
 from fedtumor.bench.study_records import (
+    dice_per_round,
     heldout_per_subject,
     mean_over_site_models,
     personal_scores,
@@ -53,11 +54,10 @@ from fedtumor.bench.study_report import (
 )
 from fedtumor.core.config import parse_overrides, read_run_config
 from fedtumor.core.errors import ConfigError, DataError
-from fedtumor.core.metrics import mean_dice
 from fedtumor.deployment.simulation import simulation_command
 from fedtumor.federation.settings import check_federation_keys, required_overrides
 from fedtumor.run.files import SUMMARY_FILE
-from fedtumor.run.writer import GLOBAL_SCOPE, metric_table, read_metrics, read_summary
+from fedtumor.run.writer import read_summary
 
 FEDERATED_METHODS = ("fedavg", "fedprox", "fedadam", "fedbn", "scaffold", "fedcostwavg", "fedpidavg", "ditto")
 FINE_TUNED = "fedavg-ft"  # FedAvg's final model fine-tuned at each site (fedtumor/baselines/fine_tune.py)
@@ -134,7 +134,7 @@ def merged_run_config(*parts: str) -> str:
 
 
 def common_run_config(plan: StudyPlan, cohort: Path, runs: Path) -> str:
-    """Held-out scoring every round (the curves); with patience, site validation every round to stop on."""
+    """With patience: validation every round (to stop on; the curves), held-out on the final model only."""
     base = (
         f"data-dir='{cohort}' output-dir='{runs}' num-server-rounds={plan.rounds} "
         f"min-available-nodes={plan.sites} server-eval=true cross-site-eval=true"
@@ -142,7 +142,7 @@ def common_run_config(plan: StudyPlan, cohort: Path, runs: Path) -> str:
     if plan.patience:
         base += (
             f" fraction-evaluate=1.0 early-stopping-patience={plan.patience}"
-            f" early-stopping-min-delta={plan.min_delta} early-stopping-monitor='validation'"
+            f" early-stopping-min-delta={plan.min_delta} early-stopping-monitor='validation' server-eval-every=0"
         )
     else:
         base += " fraction-evaluate=0.0"
@@ -189,11 +189,15 @@ def kept_wall_time(run_dir: Path, wall_s: float, reused: bool) -> float:
     return wall_s
 
 
-def record_of(method: str, seed: int, run_dir: Path, wall_s: float, reused: bool) -> RunRecord:
-    """A finished run's record: final scores, each site's (local baseline), mean Dice per round, wall time."""
+def curve_split(plan: StudyPlan) -> str:
+    """What the study's Dice-per-round curves are scored on: validation when it stops on it, else held-out."""
+    return "val" if plan.patience else "test"
+
+
+def record_of(method: str, seed: int, run_dir: Path, wall_s: float, reused: bool, curve: str = "test") -> RunRecord:
+    """A finished run's record: final scores, site scores, mean Dice per round on ``curve``, wall time."""
     summary = read_summary(run_dir) or {}
-    test = metric_table(read_metrics(run_dir), GLOBAL_SCOPE, "test")
-    per_round = {int(r): mean_dice(row) for r, row in test.iterrows()} if not test.empty else {}
+    per_round = dice_per_round(run_dir, summary, curve, personal=method in PERSONAL_ONLY)
     wall_s = kept_wall_time(run_dir, wall_s, reused)
     if method == LOCAL:
         site_dirs = [run_dir / site for site in summary.get("per_site_final", {})]
@@ -206,7 +210,8 @@ def record_of(method: str, seed: int, run_dir: Path, wall_s: float, reused: bool
     if method in PERSONAL_ONLY:  # scored as what it delivers: the site models, on the held-out set
         heldout = ((summary.get("personalised") or {}).get("mean") or {}).get("personal_heldout") or {}
         final = {k: v for k, v in heldout.items() if k != "mean_dice"}
-        per_subject, per_round = {}, {}
+        per_subject = {}
+        per_round = per_round if curve == "val" else {}  # its held-out curve is the global model's
     return RunRecord(
         method=method,
         seed=seed,
@@ -232,7 +237,7 @@ def run_federated(study: Study, method: str, seed: int, progress: Progress) -> R
     name = f"{method}-seed{seed}"
     run_dir = study.runs / name
     if reusable(run_dir):
-        return record_of(method, seed, run_dir, 0.0, reused=True)
+        return record_of(method, seed, run_dir, 0.0, reused=True, curve=curve_split(plan))
     # A method's own requirements (SCAFFOLD: optimizer='sgd') after the shared config.
     run_config = merged_run_config(
         study.base_config,
@@ -268,7 +273,7 @@ def run_federated(study: Study, method: str, seed: int, progress: Progress) -> R
     if proc.returncode != 0 or not (run_dir / SUMMARY_FILE).is_file():
         error = f"simulation exit {proc.returncode}; see {log_path}"
         return RunRecord(method, seed, str(run_dir), wall_s, ok=False, error=error)
-    return record_of(method, seed, run_dir, wall_s, reused=False)
+    return record_of(method, seed, run_dir, wall_s, reused=False, curve=curve_split(plan))
 
 
 def run_baseline(study: Study, kind: str, seed: int, progress: Progress) -> RunRecord:
@@ -276,7 +281,7 @@ def run_baseline(study: Study, kind: str, seed: int, progress: Progress) -> RunR
     name = f"{kind}-seed{seed}"
     run_dir = study.runs / name
     if reusable(run_dir):
-        return record_of(kind, seed, run_dir, 0.0, reused=True)
+        return record_of(kind, seed, run_dir, 0.0, reused=True, curve=curve_split(study.plan))
     started = time.perf_counter()
     try:
         config = read_run_config(f"{study.base_config} seed={seed} run-name='{name}'", study.app_dir)
@@ -287,7 +292,7 @@ def run_baseline(study: Study, kind: str, seed: int, progress: Progress) -> RunR
             run_local(config, study.plan.sites, run_dir, progress, score_every_round=study.plan.local_every_round)
     except (DataError, ConfigError) as exc:
         return RunRecord(kind, seed, str(run_dir), time.perf_counter() - started, ok=False, error=str(exc))
-    return record_of(kind, seed, run_dir, time.perf_counter() - started, reused=False)
+    return record_of(kind, seed, run_dir, time.perf_counter() - started, reused=False, curve=curve_split(study.plan))
 
 
 def run_fine_tuned(study: Study, seed: int, fedavg: RunRecord | None, progress: Progress) -> RunRecord:
@@ -373,7 +378,7 @@ def write_study_outputs(
         handle.write("\nPersonalised: mean Dice on the sites' own validation subjects, and held-out\n\n")
         handle.write(personalised_markdown(personalised))
     write_csv(rows, table_csv)
-    plot_dice_per_round(records, plot)
+    plot_dice_per_round(records, plot, on_validation=curve_split(study.plan) == "val")
     heatmaps = copy_heatmaps(records, study.out)
     report = {
         "command": command,

@@ -6,6 +6,8 @@ Every method's run folder has the same files (``summary.json``, ``metrics.csv``,
 - the held-out scores of the final model, subject by subject (the local-only baseline: each
   subject's scores averaged over the site models, the "mean local model");
 - the round it stopped at and the patches it trained on;
+- its mean Dice per round, for the study's curves: on the held-out set, or (a study that stops
+  on validation scores the held-out set only at the end) on the sites' validation subjects;
 - its score on the sites' own validation subjects (weighted by their subjects, as Flower
   aggregates them): the global model for a federation, each site's own model for local-only;
 - for a method with personal models (FedBN, Ditto, FedAvg-FT), the personal models' scores.
@@ -19,6 +21,7 @@ from typing import Any
 
 from fedtumor.baselines.trainer import mean_over_models
 from fedtumor.core.metrics import mean_dice
+from fedtumor.federation.wire import PERSONAL_PREFIX
 from fedtumor.run.files import HELDOUT_SUBJECTS_FILE
 from fedtumor.run.writer import GLOBAL_SCOPE, metric_table, read_metrics
 
@@ -66,6 +69,30 @@ def site_validation_dice(run_dir: Path, summary: dict[str, Any]) -> float | None
     if val.empty or final_round not in val.index:
         return None
     return mean_dice(val.loc[final_round])
+
+
+def dice_per_round(run_dir: Path, summary: dict[str, Any], split: str, personal: bool = False) -> dict[int, float]:
+    """Mean Dice per round on ``split`` ("test": held-out, "val": the sites' validation subjects).
+
+    On validation, the local-only baseline is each site model on its own subjects, weighted by
+    them (a site model that stopped early held at its last score), and ``personal`` reads the
+    personal models' scores (FedBN's sites) instead of the global model's.
+    """
+    if split == "val" and "per_site_val" in summary:
+        curves = []
+        for site, final in summary["per_site_val"].items():
+            table = metric_table(read_metrics(Path(run_dir) / site), GLOBAL_SCOPE, "val")
+            if final and not table.empty:
+                curves.append(({int(r): mean_dice(row) for r, row in table.iterrows()}, final["num_val"]))
+        last = max((max(curve) for curve, _ in curves), default=0)
+        held = [({r: curve[min(r, max(curve))] for r in range(min(curve), last + 1)}, n) for curve, n in curves]
+        rounds = set.intersection(*(set(curve) for curve, _ in held)) if held else set()
+        return {r: _weighted([(curve[r], n) for curve, n in held]) for r in sorted(rounds)}
+    table = metric_table(read_metrics(Path(run_dir)), GLOBAL_SCOPE, split)
+    if personal:
+        table = table[[c for c in table.columns if c.startswith(PERSONAL_PREFIX)]]
+        table.columns = [c.removeprefix(PERSONAL_PREFIX) for c in table.columns]
+    return {int(r): mean_dice(row) for r, row in table.dropna().iterrows()} if not table.empty else {}
 
 
 def personal_scores(summary: dict[str, Any]) -> dict[str, float | None] | None:

@@ -99,6 +99,7 @@ class RunConfig:
     heldout: str = ""
     val_fraction: float = 0.25
     server_eval: bool = True
+    server_eval_every: int = 1  # held-out scoring every N rounds and of the final model; 0: the final model only
     # Personal models (FedBN, Ditto): when sites score theirs on the held-out set (simulation only)
     personal_heldout: str = "final"
     # Cross-site evaluation (docs/evaluation.md) at the end of a run; personal models leave a site only if shared
@@ -151,6 +152,7 @@ class RunConfig:
             "synth-subjects": self.synth_subjects >= 1,
             "synth-test-subjects": self.synth_test_subjects >= 1,
             "torch-threads": self.torch_threads >= 0,
+            "server-eval-every": self.server_eval_every >= 0,
         }
         choices = {
             "model": (self.model, MODEL_NAMES),
@@ -173,13 +175,15 @@ class RunConfig:
             raise ConfigError("run-config key 'site-profiles': applies to time-model='fedtumor' only, not 'fets'")
         if self.momentum and self.optimizer != "sgd":
             raise ConfigError(f"run-config key 'momentum': applies to optimizer='sgd' only, not {self.optimizer!r}")
-        if self.early_stopping_patience and not (self.server_eval or self.fraction_evaluate > 0):
+        if self.early_stopping_patience and not (self.heldout_every_round or self.fraction_evaluate > 0):
             raise ConfigError(
                 "run-config key 'early-stopping-patience': nothing to monitor; "
-                "set server-eval=true or fraction-evaluate > 0"
+                "set fraction-evaluate > 0, or server-eval=true with server-eval-every=1"
             )
-        if self.early_stopping_patience and self.early_stopping_monitor == "heldout" and not self.server_eval:
-            raise ConfigError("run-config key 'early-stopping-monitor': 'heldout' needs server-eval=true")
+        if self.early_stopping_patience and self.early_stopping_monitor == "heldout" and not self.heldout_every_round:
+            raise ConfigError(
+                "run-config key 'early-stopping-monitor': 'heldout' needs server-eval=true and server-eval-every=1"
+            )
         if self.early_stopping_patience and self.early_stopping_monitor == "validation":
             if not (self.fraction_evaluate > 0 and self.val_fraction > 0):
                 raise ConfigError(
@@ -194,6 +198,18 @@ class RunConfig:
             value = getattr(self, _field(key))
             if value and not Path(value).expanduser().is_absolute():
                 raise ConfigError(f"run-config key '{key}': {value!r} must be an absolute path")
+
+    @property
+    def heldout_every_round(self) -> bool:
+        """Whether the server scores the held-out set after every round (what a held-out monitor needs)."""
+        return self.server_eval and self.server_eval_every == 1
+
+    @property
+    def stops_on_validation(self) -> bool:
+        """Whether early stopping watches validation: asked for, or ``auto`` without a held-out score every round."""
+        return self.early_stopping_monitor == "validation" or (
+            self.early_stopping_monitor == "auto" and not self.heldout_every_round
+        )
 
     def to_run_config(self) -> dict[str, Any]:
         """Back to the flat kebab-case mapping Flower uses (for config.json)."""

@@ -46,6 +46,7 @@ MAY_DIFFER_ON_RESUME = frozenset(
         "round-timeout-s",
         "min-train-replies",
         "min-available-nodes",
+        "server-eval-every",  # how often the held-out set is scored, not what is trained
         "fault-injection",
         "device",
         "torch-threads",

@@ -138,6 +138,24 @@ def test_on_the_validation_monitor_local_models_stop_on_their_own_validation_and
     assert sorted(held_out_dice(tmp_path / "local")) == [0, 3]  # the mean model: each site held at its end
 
 
+def test_with_server_eval_every_0_pooled_stops_on_validation_and_scores_held_out_only_where_it_ends(base, tmp_path):
+    # auto: no held-out score every round, so the rule watches the validation subjects.
+    # min-delta 1: no gain counts, so patience 1 ends the run after round 2 of 3.
+    overrides = "num-server-rounds=3 early-stopping-patience=1 early-stopping-min-delta=1.0 server-eval-every=0"
+    config = read_run_config(f"{base} {overrides}")
+    assert config.stops_on_validation
+    summary = run_centralized(config, 2, tmp_path / "pooled")
+    assert sorted(val_dice(tmp_path / "pooled")) == [1, 2]
+    assert sorted(held_out_dice(tmp_path / "pooled")) == [2]  # the final model only
+    assert summary["final"]["round"] == 2 and "validation mean Dice" in summary["stopped_early"]["reason"]
+
+
+def test_a_held_out_monitor_needs_a_held_out_score_every_round():
+    with pytest.raises(ConfigError, match="'early-stopping-monitor'.*server-eval-every=1"):
+        read_run_config("early-stopping-patience=2 early-stopping-monitor='heldout' server-eval-every=2")
+    assert read_run_config("early-stopping-patience=2 server-eval-every=3").stops_on_validation  # auto
+
+
 def test_the_validation_monitor_needs_sites_that_validate():
     with pytest.raises(ConfigError, match="early-stopping-monitor.*fraction-evaluate > 0"):
         read_run_config("early-stopping-patience=2 early-stopping-monitor='validation' fraction-evaluate=0.0")

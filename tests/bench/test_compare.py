@@ -10,6 +10,7 @@ import pytest
 
 from fedtumor.bench.compare import RunRecord, comparison_rows
 from fedtumor.bench.compare_study import STUDY_FILES, Study, StudyPlan, record_of, reusable, write_study_outputs
+from fedtumor.bench.study_records import dice_per_round
 from fedtumor.run.files import SUMMARY_FILE
 from fedtumor.run.writer import RunWriter
 from tests import REPO
@@ -73,6 +74,25 @@ def test_a_finished_run_is_read_and_reused_with_its_wall_time_and_a_half_written
     assert not reusable(half) and not half.exists()
 
 
+def test_validation_curves_of_a_federation_fedbn_and_the_mean_local_model(tmp_path):
+    fed = RunWriter(tmp_path / "fedbn")
+    for server_round, (global_dice, personal_dice) in {1: (0.2, 0.5), 2: (0.3, 0.7)}.items():
+        personal = {f"personal_{k}": v for k, v in final(personal_dice, personal_dice, personal_dice).items()}
+        fed.add_metrics(
+            round=server_round, scope="global", split="val", metrics={**final(*[global_dice] * 3), **personal}
+        )
+    assert dice_per_round(fed.run_dir, {}, "val") == pytest.approx({1: 0.2, 2: 0.3})
+    assert dice_per_round(fed.run_dir, {}, "val", personal=True) == pytest.approx({1: 0.5, 2: 0.7})
+    # Local: site-1 (3 validation subjects) stopped after round 1, site-2 (1 subject) ran 3 rounds.
+    local = tmp_path / "local"
+    for site, curve in (("site-1", {1: 0.4}), ("site-2", {1: 0.0, 2: 0.8, 3: 0.6})):
+        writer = RunWriter(local / site)
+        for server_round, dice in curve.items():
+            writer.add_metrics(round=server_round, scope="global", split="val", metrics=final(dice, dice, dice))
+    summary = {"per_site_val": {"site-1": {"num_val": 3}, "site-2": {"num_val": 1}}}
+    assert dice_per_round(local, summary, "val") == pytest.approx({1: 0.3, 2: 0.5, 3: 0.45})  # site-1 held at 0.4
+
+
 def test_study_outputs_hold_the_table_and_every_run(tmp_path):
     plan = StudyPlan(sites=2, subjects=6, test_subjects=1, cohort_seed=0, seeds=[0], methods=["fedavg"], rounds=1)
     study = Study(plan, tmp_path, tmp_path / "cohort", "num-server-rounds=1", REPO)
@@ -114,7 +134,10 @@ def test_reduced_study_writes_table_csv_json_and_plot(tmp_path):
     assert all(run["ok"] for run in report["runs"]) and len(report["loadavg_before"]) == 3
     fedavg = next(run for run in report["runs"] if run["method"] == "fedavg")
     rounds = sorted(map(int, fedavg["mean_dice_per_round"]))
-    assert rounds == list(range(fedavg["stop_round"] + 1))  # Dice per round, initial model included
+    assert rounds == list(range(1, fedavg["stop_round"] + 1))  # validation Dice per round: what it stops on
+    fedavg_rows = csv.DictReader((out / "runs" / "fedavg-seed0" / "metrics.csv").open())
+    heldout_rounds = {int(row["round"]) for row in fedavg_rows if row["split"] == "test"}
+    assert heldout_rounds == {fedavg["stop_round"]}  # the held-out set is scored once, on the final model
     assert len(fedavg["per_subject"]) == 2 and fedavg["site_val_dice"] is not None  # 2 test subjects; validation
     fine_tuned = next(run for run in report["runs"] if run["method"] == "fedavg-ft")
     assert fine_tuned["personal"]["personal_val"] is not None and fine_tuned["patches_seen"] > fedavg["patches_seen"]

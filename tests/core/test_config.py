@@ -131,6 +131,7 @@ def test_ill_typed_value_is_named(key, value, message):
         ("fraction-train", 0.0),
         ("val-fraction", 1.0),
         ("spacing-mm", -1.0),
+        ("server-eval-every", -1),
     ],
 )
 def test_out_of_range_value_is_named(key, value):

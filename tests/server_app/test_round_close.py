@@ -1,5 +1,7 @@
 """RoundClose with early stopping: the monitored Dice, the round it ends the run at, the resume state."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -136,3 +138,30 @@ def test_patience_zero_or_none_uses_every_round_and_a_resumed_stopper_continues(
     restored.load_state_dict(load_resume_state(close.writer.run_dir).recorder["early_stopping"])
     assert (restored.wait, restored.best_round) == (1, 1)
     assert [restored.update(r, heldout[r]) for r in (3, 4)] == [False, True]  # stops at 1 + 3, as uninterrupted
+
+
+def scored_rounds(tmp_path, heldout_every: int, last_round: int, validation: list[float], patience: int):
+    """The rounds whose held-out set RoundClose scored, on a scripted validation sequence."""
+    ledger, asked = SiteLedger(), []
+    stopper = EarlyStopping(patience, monitor=VALIDATION_MONITOR) if patience else None
+    strategy, close = closer(tmp_path, None, stopper, ledger)
+    close.evaluate = lambda server_round, _arrays: asked.append(server_round) or MetricRecord(dice(0.5))
+    close.heldout_every, close.final_round = heldout_every, last_round
+    for server_round, value in enumerate(validation, start=1):
+        ledger.plan_evaluate(server_round, [1, 2], {})
+        ledger.record_aggregated(server_round, {**dice(value), "num-examples": 4})
+    report = run_rounds(strategy, close, rounds=last_round)
+    return asked, report
+
+
+def test_server_eval_every_scores_the_held_out_set_periodically_and_always_the_final_model(tmp_path):
+    rising = [0.1 * r for r in range(1, 8)]
+    assert scored_rounds(tmp_path / "a", 1, 5, rising, 0)[0] == [0, 1, 2, 3, 4, 5]
+    assert scored_rounds(tmp_path / "b", 2, 5, rising, 0)[0] == [0, 2, 4, 5]  # 5: the last round
+    assert scored_rounds(tmp_path / "c", 0, 5, rising, 0)[0] == [5]  # the final model only
+    # An early stop on validation: the stop round's model is the final one, and it is scored.
+    asked, report = scored_rounds(tmp_path / "d", 0, 7, [0.3, 0.5, 0.45, 0.44, 0.9, 0.9, 0.9], 2)
+    assert report["round"] == 4 and asked == [4]
+    lines = (tmp_path / "d" / "run" / "audit.jsonl").read_text().splitlines()
+    entries = [e for e in map(json.loads, lines) if e["event"] == "round"]
+    assert ["heldout_test" in e for e in entries] == [False] * 4 + [True]
