@@ -41,6 +41,7 @@ from rich.progress import Progress
 from data_loaders.round_patches import round_patch_batches
 from data_loaders.synthetic import generate_cohort
 from fedtumor.baselines.sites import load_sites
+from fedtumor.bench.flower_baseline import site_training_seconds
 from fedtumor.bench.probe import round_progress, run_simulation, serverapp_round_seconds
 from fedtumor.bench.report import machine, markdown_table, print_table, write_record
 from fedtumor.core.config import RunConfig, fedtumor_home, read_run_config
@@ -49,7 +50,6 @@ from fedtumor.core.losses import build_loss
 from fedtumor.core.model import build_model
 from fedtumor.core.training import resolve_device, train_site_round
 from fedtumor.federation.settings import check_federation_keys
-from fedtumor.run.writer import read_metrics
 
 REPO = Path(__file__).resolve().parent.parent  # the Flower app the simulation runs
 
@@ -99,15 +99,6 @@ def in_process_rounds(config: RunConfig, sites, progress: Progress) -> list[floa
         seconds.append(time.perf_counter() - started)
     progress.remove_task(task)
     return seconds
-
-
-def site_training_seconds(run_dir: Path) -> dict[int, float]:
-    """Per round, the sum of the sites' own train-seconds (they train one at a time)."""
-    metrics = read_metrics(run_dir)
-    rows = metrics[
-        (metrics["split"] == "train") & (metrics["metric"] == "train_seconds") & (metrics["scope"] != "global")
-    ]
-    return {int(r): float(v) for r, v in rows.groupby("round")["value"].sum().items()}
 
 
 def main() -> int:

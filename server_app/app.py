@@ -18,6 +18,7 @@ from fedtumor.core.config import load_run_config
 from fedtumor.core.errors import ConfigError, DataError
 from fedtumor.core.model import build_model
 from fedtumor.federation.fets_ledger import ledger_for_time_model
+from fedtumor.federation.polling_grid import PollingGrid
 from fedtumor.federation.privacy import with_client_level_dp
 from fedtumor.federation.registry import load_registry, parse_strategy_config, strategy_options
 from fedtumor.federation.settings import check_federation_keys
@@ -33,6 +34,7 @@ from fedtumor.run.plots import draw_run_plots
 from fedtumor.run.resume import ResumeState, check_resume, restore_rng_state
 from fedtumor.run.tracking import open_tracker
 from fedtumor.run.writer import RunWriter
+from fedtumor.security.revocations import read_revocations, revocation_register
 from server_app.cross_site import evaluate_cross_site
 from server_app.evaluation import HeldoutEvaluator
 from server_app.round_close import EarlyStop, RoundClose
@@ -55,6 +57,7 @@ def _wait_for_nodes(grid: Grid, minimum: int) -> int:
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     started = time.perf_counter()
+    grid = PollingGrid(grid)  # pulls replies soon after they arrive; Flower's grid waits 3 s between pulls
     try:
         # In this order, so the strategy is complete when built: config, profiles, resume state, ledger, strategy.
         config = check_federation_keys(load_run_config(context.run_config))
@@ -119,6 +122,7 @@ def main(grid: Grid, context: Context) -> None:
         evaluate_config=evaluate_config,
         heldout_every=config.server_eval_every,
         last_round=config.num_server_rounds,
+        revocations=lambda: read_revocations(revocation_register()),  # the centre's `fedtumor centre revoke`
     )
     log.info("fedtumor: %d nodes, %d held-out test subjects, results in %s", n_nodes, len(heldout), writer.run_dir)
 

@@ -17,7 +17,7 @@ study's rounds.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
@@ -62,6 +62,7 @@ class RoundClose:
         evaluate_config: ConfigRecord | None = None,
         heldout_every: int = 1,
         last_round: int | None = None,
+        revocations: Callable[[], Mapping[int, Mapping]] | None = None,
     ):
         self.strategy = strategy  # read for the resume state and, with DP, the epsilon spent
         self.writer = writer
@@ -74,6 +75,8 @@ class RoundClose:
         self.evaluate_config = evaluate_config  # the next rounds' evaluate config: told when one may be the last
         self.heldout_every = heldout_every  # server-eval-every: 0 scores only the final model
         self.final_round = last_round  # num-server-rounds: its model is the final one, always scored
+        self.revocations = revocations  # the centre's revoked node keys (fedtumor/security/revocations.py)
+        self._revocations_logged: set[int] = set()
         self.last_round: int | None = None
         self.last_arrays: dict[str, np.ndarray] | None = None
         self.last_model_sha256: str | None = None
@@ -97,6 +100,7 @@ class RoundClose:
         sha256 = model_sha256(numpy_arrays)
         self._write_global_validation(server_round)
         self.ledger.name_failures(server_round)
+        self._log_revocations(server_round)
         self.audit.append("round", round=server_round, model_sha256=sha256, **self.round_entry(server_round, metrics))
         self._write_manifests()
         save_resume_state(
@@ -116,6 +120,30 @@ class RoundClose:
         if stop:
             raise EarlyStop(self.early_stopping.report())
         return metrics
+
+    def _log_revocations(self, server_round: int) -> None:
+        """A ``node-revoked`` audit entry for each of this run's nodes the centre revoked, once per ServerApp.
+
+        Flower reports a revoked node's pending messages as "Node Unavailable" and leaves it out of
+        later rounds; this entry says why, and from which round on its replies are refused.
+        """
+        if self.revocations is None:
+            return
+        for node_id, record in self.revocations().items():
+            if node_id in self._revocations_logged or node_id not in self.ledger.sites:
+                continue
+            self._revocations_logged.add(node_id)
+            reason = record.get("reason", "")
+            site = self.ledger.site_name(node_id)
+            log.warning("round %d: %s's node key was revoked (%s)", server_round, site, reason)
+            self.audit.append(
+                "node-revoked",
+                round=server_round,
+                site=site,
+                node_id=node_id,
+                revoked_at=record.get("revoked_at"),
+                reason=reason,
+            )
 
     @property
     def _stops_on_heldout(self) -> bool:

@@ -29,10 +29,10 @@ from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, RecordDict
-from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
 from fedtumor.core.errors import ConfigError
 from fedtumor.federation.client_hooks import ClientHooks, PersonalTrainer
+from fedtumor.federation.in_place_fedavg import InPlaceFedAvg
 from fedtumor.federation.options import StrategyOptions
 from fedtumor.federation.plugin import FlowerStrategyPlugin, Parameter, ParameterValue
 from fedtumor.federation.strategy import FedTumorStrategy
@@ -42,7 +42,7 @@ LAMBDA_KEY = "ditto-lambda"  # round config, server -> site
 PERSONAL_MODEL_KEY = "ditto-personal-model"  # ArrayRecord in the node's context.state: v_k
 
 
-class Ditto(FedTumorStrategy, FlowerFedAvg):
+class Ditto(FedTumorStrategy, InPlaceFedAvg):
     """FedAvg of the global copies; tells the sites ``lambda`` in every round config."""
 
     def __init__(self, *, personal_lambda: float = 0.1, **kwargs: Any) -> None:

@@ -27,9 +27,9 @@ from collections.abc import Iterable
 
 import torch
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
-from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
 from fedtumor.federation.client_hooks import ClientHooks
+from fedtumor.federation.in_place_fedavg import InPlaceFedAvg
 from fedtumor.federation.plugin import FlowerStrategyPlugin
 from fedtumor.federation.strategy import FedTumorStrategy
 from fedtumor.federation.wire import ARRAYS_KEY
@@ -52,7 +52,7 @@ def norm_state_keys(model: torch.nn.Module) -> list[str]:
     return keys
 
 
-class FedBN(FedTumorStrategy, FlowerFedAvg):
+class FedBN(FedTumorStrategy, InPlaceFedAvg):
     """FedAvg over the arrays sites send; the rest of the global model is carried over unchanged."""
 
     def aggregate_train(

@@ -3,6 +3,7 @@
 A typer group of its own, registered by ``fedtumor/cli/__init__.py`` with ``add_typer``, so the
 composition root stays short. ``proxy-config`` writes the nginx front door described in
 ``docs/deployment.md``: nobody hand-edits it, and ``nginx -t`` has seen it before it replaces anything.
+``revoke`` takes a site's key out of the federation and records why, for the running ServerApp's audit log.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from fedtumor.core.errors import ConfigError
 from fedtumor.deployment.proxy_config import DEFAULT_MAX_BODY_MB
 
 EXIT_BAD_INPUT = 2
-centre_app = typer.Typer(help="The coordinating centre: its front-door proxy for the SuperLink.", no_args_is_help=True)
+centre_app = typer.Typer(
+    help="The coordinating centre: its front-door proxy for the SuperLink, revoking a site's key.",
+    no_args_is_help=True,
+)
 console = Console(highlight=False, soft_wrap=True)  # paths stay whole
 error_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -62,3 +66,39 @@ def proxy_config_command(
     console.print(
         f"run it: nginx -c {out} -e {settings.error_log} -g 'daemon off;'   (refusals: {settings.refused_log})"
     )
+
+
+@centre_app.command("revoke")
+def revoke_command(
+    node_id: int = typer.Argument(..., help="The node id `flwr supernode register` gave (see `flwr supernode list`)."),
+    reason: str = typer.Option(..., "--reason", help="Why, for the audit log (e.g. 'key leaked')."),
+    connection: str = typer.Option("fedtumor", "--connection", help="The `flwr` connection to the SuperLink."),
+) -> None:
+    """Unregister a SuperNode's key now (its later requests are refused) and record it for the run's audit log."""
+    import os
+    import subprocess
+
+    from fedtumor.deployment.processes import with_venv_tools
+    from fedtumor.security.revocations import record_revocation, revocation_register
+
+    if node_id <= 0:
+        error_console.print(f"[bold red]error:[/] node id must be a positive integer, got {node_id}")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    try:
+        out = subprocess.run(
+            ["flwr", "supernode", "unregister", str(node_id), connection],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=with_venv_tools(os.environ),
+        )
+    except FileNotFoundError:
+        error_console.print("[bold red]error:[/] the `flwr` command is not installed here")
+        raise typer.Exit(1) from None
+    if out.returncode != 0:
+        detail = " ".join((out.stdout + out.stderr).split())[-300:]
+        error_console.print(f"[bold red]error:[/] the SuperLink did not unregister node {node_id}: {escape(detail)}")
+        raise typer.Exit(1)
+    register = revocation_register()
+    record = record_revocation(register, node_id, reason)
+    console.print(f"revoked node {node_id} at {record['revoked_at']}; recorded in {register}")

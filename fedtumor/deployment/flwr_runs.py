@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from fedtumor.deployment.app_stage import staged_app
+
 RUN_ID_PATTERN = re.compile(r"run (?:with id |id[: ]+)?(\d{6,})", re.IGNORECASE)
 SUCCESS_STATUS = "finished:completed"
 
@@ -86,14 +88,23 @@ def stream_run(
     app_dir: Path,
     echo: Callable[[str], None] = print,
 ) -> str | None:
-    """``flwr run APP_DIR --stream``, each line passed to ``echo``; the run id, or None if none was printed."""
-    command = ["flwr", "run", str(app_dir), connection, "--stream", *extra_args]
-    if run_config:
-        command += ["--run-config", run_config]
+    """``flwr run APP_DIR --stream``, each line passed to ``echo``; the run id, or None if none was printed.
+
+    Flower builds the FAB from a staged copy of the app's files (:func:`staged_app`: the same FAB).
+    """
     run_id = None
-    with subprocess.Popen(
-        command, cwd=app_dir, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-    ) as proc:
+    with (
+        staged_app(app_dir) as bundle,
+        subprocess.Popen(
+            ["flwr", "run", str(bundle), connection, "--stream", *extra_args, *_run_config_args(run_config)],
+            cwd=app_dir,
+            env=dict(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        ) as proc,
+    ):
         try:
             for line in proc.stdout:
                 echo(line.rstrip("\n"))
@@ -103,3 +114,24 @@ def stream_run(
             proc.kill()  # on Ctrl-C, do not wait for a log stream that only ends with the run
             raise
     return run_id
+
+
+def _run_config_args(run_config: str) -> list[str]:
+    return ["--run-config", run_config] if run_config else []
+
+
+def submit_run(connection: str, env: Mapping[str, str], run_config: str = "", *, app_dir: Path) -> str | None:
+    """``flwr run APP_DIR`` without streaming: submit the run and return its id (None if none was printed)."""
+    with staged_app(app_dir) as bundle:
+        command = ["flwr", "run", str(bundle), connection, *_run_config_args(run_config)]
+        out = subprocess.run(command, cwd=app_dir, env=dict(env), capture_output=True, text=True, timeout=300)
+    match = RUN_ID_PATTERN.search(out.stdout + out.stderr)
+    return match.group(1) if match else None
+
+
+def stop_run(run_id: str, connection: str, env: Mapping[str, str], cwd: Path | None = None) -> bool:
+    """``flwr stop RUN_ID``: e.g. the run a killed SuperLink left ``running`` in its state database."""
+    out = subprocess.run(
+        ["flwr", "stop", run_id, connection], cwd=cwd, env=dict(env), capture_output=True, text=True, timeout=60
+    )
+    return out.returncode == 0

@@ -14,11 +14,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from fedtumor.core.errors import ConfigError
-from fedtumor.deployment.processes import ManagedProcess, free_port
+from fedtumor.deployment.processes import ManagedProcess, free_port, with_venv_tools
 from fedtumor.deployment.proxy import start_proxy
 from fedtumor.deployment.proxy_config import ProxySettings, proxy_settings
 from fedtumor.security.certs import CertificateFiles
@@ -32,9 +31,7 @@ START_TIMEOUT_S = 60.0
 
 def flower_env(flwr_home: Path) -> dict[str, str]:
     """Environment for Flower's tools: this venv first on PATH, a private FLWR_HOME, no update check."""
-    env = {**os.environ, "FLWR_HOME": str(flwr_home), "FLWR_DISABLE_UPDATE_CHECK": "1"}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
+    return with_venv_tools({**os.environ, "FLWR_HOME": str(flwr_home), "FLWR_DISABLE_UPDATE_CHECK": "1"})
 
 
 def _toml_string(value: str, what: str) -> str:
@@ -70,7 +67,15 @@ class LoopbackFederation:
     needs the certificates; without it they connect to the SuperLink's port directly.
     """
 
-    def __init__(self, workdir: Path, certs: CertificateFiles | None, node_auth: bool = True, proxy: bool = True):
+    def __init__(
+        self,
+        workdir: Path,
+        certs: CertificateFiles | None,
+        node_auth: bool = True,
+        proxy: bool = True,
+        database: Path | None = None,
+        node_max_retries: int | None = 3,
+    ):
         if node_auth and certs is None:
             raise ConfigError("node authentication needs TLS: give certificates or turn node_auth off")
         if proxy and certs is None:
@@ -88,6 +93,9 @@ class LoopbackFederation:
         self.proxy: ManagedProcess | None = None
         self.proxy_settings: ProxySettings | None = None
         self.supernodes: dict[str, ManagedProcess] = {}
+        self.database = database  # the SuperLink's state file; None keeps it in memory (lost on restart)
+        self.node_max_retries = node_max_retries  # None: SuperNodes wait for the SuperLink for ever
+        self._superlink_starts = 0
 
     def __enter__(self) -> LoopbackFederation:
         return self
@@ -99,6 +107,23 @@ class LoopbackFederation:
     def start_superlink(self) -> str:
         """Start the SuperLink (Fleet, Control and Runtime APIs share one port in Flower 1.41), then its proxy."""
         port = free_port()
+        self._launch_superlink(port)
+        self.address = self.fleet_address = f"127.0.0.1:{port}"
+        if self.use_proxy:
+            self.fleet_address = self._start_proxy()
+        public = {PUBLIC_CONNECTION: self.fleet_address} if self.use_proxy else {}
+        write_connection(self.flwr_home, self.address, self.certs.ca_cert if self.certs else None, public)
+        return self.address
+
+    def restart_superlink(self) -> None:
+        """Start the SuperLink again on its port and state database, after it stopped or was killed."""
+        if self.address is None or self.database is None:
+            raise RuntimeError("restart needs a started SuperLink with a state database")
+        if self.superlink is not None and self.superlink.running():
+            self.superlink.stop()
+        self._launch_superlink(int(self.address.rsplit(":", 1)[1]))
+
+    def _launch_superlink(self, port: int) -> None:
         command = [
             "flower-superlink",
             "--host",
@@ -107,6 +132,8 @@ class LoopbackFederation:
             str(port),
             "--disable-runtime-dependency-installation",  # the app runs in this venv; no `uv sync`
         ]
+        if self.database is not None:
+            command += ["--database", str(self.database)]
         if self.certs:
             command += [
                 "--ssl-ca-certfile",
@@ -120,15 +147,11 @@ class LoopbackFederation:
             command.append("--insecure")
         if self.node_auth:
             command.append("--enable-supernode-auth")
-        self.superlink = ManagedProcess("superlink", command, self.logs / "superlink.log", self.env, cwd=self.workdir)
+        self._superlink_starts += 1  # each start its own log, so "ready" is this start's
+        log_name = "superlink.log" if self._superlink_starts == 1 else f"superlink-{self._superlink_starts}.log"
+        self.superlink = ManagedProcess("superlink", command, self.logs / log_name, self.env, cwd=self.workdir)
         if not self.superlink.wait_for_log(SUPERLINK_READY, START_TIMEOUT_S):
             raise RuntimeError(f"the SuperLink did not start; see {self.superlink.log_path}")
-        self.address = self.fleet_address = f"127.0.0.1:{port}"
-        if self.use_proxy:
-            self.fleet_address = self._start_proxy()
-        public = {PUBLIC_CONNECTION: self.fleet_address} if self.use_proxy else {}
-        write_connection(self.flwr_home, self.address, self.certs.ca_cert if self.certs else None, public)
-        return self.address
 
     def _start_proxy(self) -> str:
         """nginx on its own port, forwarding only the Fleet API to the SuperLink; its address."""
@@ -188,9 +211,9 @@ class LoopbackFederation:
             node_config,
             "--port",
             str(free_port()),  # the SuperNode's own runtime API, for its ClientApp process
-            "--max-retries",
-            "3",
         ]
+        if self.node_max_retries is not None:
+            command += ["--max-retries", str(self.node_max_retries)]
         command += ["--root-certificates", str(self.certs.ca_cert)] if self.certs else ["--insecure"]
         if private_key is not None:
             command += ["--auth-supernode-private-key", str(private_key)]

@@ -13,11 +13,17 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 STOP_GRACE_S = 10.0
+
+
+def with_venv_tools(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with this venv's bin folder first on PATH, so ``flwr`` and Flower's daemons are this venv's."""
+    return {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"}
 
 
 def free_port() -> int:
@@ -149,6 +155,14 @@ class ManagedProcess:
                 return text in self.log_text()
             time.sleep(0.2)
         return False
+
+    def kill(self) -> None:
+        """SIGKILL the process and its descendants at once, as a power cut would: no clean-up runs."""
+        signal_all([self.pid, *descendants(self.pid)], signal.SIGKILL)
+        try:
+            self.popen.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         """SIGTERM the process and its descendants, SIGKILL what is left after ``grace_s``."""

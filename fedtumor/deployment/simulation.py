@@ -22,7 +22,14 @@ import time
 from pathlib import Path
 
 from fedtumor.deployment.flwr_runs import SUCCESS_STATUS, run_status, stream_run, validate_run_config
-from fedtumor.deployment.processes import command_lines, descendants, free_port, is_alive, signal_all
+from fedtumor.deployment.processes import (
+    command_lines,
+    descendants,
+    free_port,
+    is_alive,
+    signal_all,
+    with_venv_tools,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 STATUS_PREFIX = "simulate: run"  # "simulate: run <id> status <status> after <s>s"; benchmarks parse it
@@ -80,11 +87,13 @@ def simulate(
     num_gpus: float,
     flwr_home: Path | None,
     ray_address: str | None = None,
+    check_config: bool = True,
 ) -> int:
     """Simulate the Flower app in ``app_dir``: 0 when the run finished completed, 1 when not, 2 for bad input.
 
     ``run_config`` is overrides (``"num-server-rounds=2"``) or, as for ``flwr run``, one TOML file
-    (``presets/brats-1mm.toml``), relative to the current folder.
+    (``presets/brats-1mm.toml``), relative to the current folder. ``check_config`` checks it against
+    fedtumor's keys first; off for an app that is not fedtumor's (the benchmarks' bare Flower app).
     """
     if run_config.strip().endswith(".toml"):
         # `flwr run` runs in app_dir: hand it the file's absolute path.
@@ -93,7 +102,7 @@ def simulate(
             print(f"error: --run-config file {preset} not found", file=sys.stderr)
             return EXIT_BAD_INPUT
         run_config = str(preset)
-    if problem := validate_run_config(run_config, app_dir):
+    if check_config and (problem := validate_run_config(run_config, app_dir)):
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
     home = flwr_home or Path(tempfile.mkdtemp(prefix="fedtumor-flwr-home-"))
@@ -111,7 +120,7 @@ def simulate(
         # Flower's Ray backend calls ray.init() without an address, which attaches to RAY_ADDRESS.
         env["RAY_ADDRESS"] = ray_address
     # The SuperLink is started by `flwr run`; its children must find this venv's tools.
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env = with_venv_tools(env)
     federation = (
         f"num-supernodes={num_supernodes} client-resources-num-cpus={num_cpus} "
         f"client-resources-num-gpus={float(num_gpus)}"
@@ -151,6 +160,9 @@ def build_parser(description: str, app_dir: Path | None) -> argparse.ArgumentPar
         parser.add_argument(
             "--app-dir", type=Path, default=Path("."), help="the Flower app folder to run (default: the current one)"
         )
+        parser.add_argument(
+            "--no-config-check", action="store_true", help="the app is not fedtumor's: skip the run-config check"
+        )
     return parser
 
 
@@ -161,7 +173,14 @@ def main(argv: list[str] | None = None, app_dir: Path | None = None, description
     interrupt_on_termination_signals()
     try:
         return simulate(
-            folder, args.num_supernodes, args.run_config, args.num_cpus, args.num_gpus, args.flwr_home, args.ray_address
+            folder,
+            args.num_supernodes,
+            args.run_config,
+            args.num_cpus,
+            args.num_gpus,
+            args.flwr_home,
+            args.ray_address,
+            check_config=not getattr(args, "no_config_check", False),
         )
     except KeyboardInterrupt:  # simulate's clean-up has run by now
         print("simulate: interrupted; every process it started is stopped", file=sys.stderr)

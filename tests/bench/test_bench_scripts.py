@@ -90,3 +90,34 @@ def test_bench_scale_runs_each_federation_size_and_measures_memory(tmp_path):
         assert row["peak_pss_mib"] > 100 and row["parallel_client_actors"] >= 1
     assert rows[0]["round_growth"] == 1.0 and rows[0]["memory_growth"] == 1.0
     assert (tmp_path / "bench_scale.png").stat().st_size > 0
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_bench_vs_flower_runs_the_bare_flower_app_and_fedtumor_side_by_side(tmp_path):
+    completed = run(
+        "scripts/bench_vs_flower.py", "--out", str(tmp_path), "--sites", "2", "--subjects", "6", "--rounds", "3",
+        "--samples-per-volume", "2", "--base-filters", "4", "--work", str(tmp_path / "work"), home=tmp_path / "home",
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    result = json.loads((tmp_path / "bench_vs_flower.json").read_text())["results"]
+    for app in ("bare Flower", "fedtumor"):
+        run_ = result["runs"][app]
+        assert sorted(map(int, run_["round_s"])) == [1, 2, 3] and sorted(map(int, run_["training_s"])) == [1, 2, 3]
+        assert result["apps"][app]["startup_s"] > 1
+    assert set(result["met"]) == {"per_round_overhead_s", "startup_ratio", "first_round_ratio"}
+    assert (tmp_path / "bench_vs_flower.png").stat().st_size > 0
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_bench_messages_times_a_live_federation_and_the_parts_of_a_message(tmp_path):
+    completed = run("scripts/bench_messages.py", "--out", str(tmp_path), "--rounds", "2", "--repeats", "1")
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    result = json.loads((tmp_path / "bench_messages.json").read_text())["results"]
+    assert len(result["live_fixed_cost_per_message_s"]) == 1  # round 2: round 1 also starts the sites
+    parts = result["parts_s"]
+    assert parts["import client_app.app"] > parts["import torch"] > parts["interpreter (python -c pass)"]
+    assert result["ratio_to_import_torch"] == pytest.approx(
+        result["median_fixed_cost_per_message_s"] / parts["import torch"]
+    )

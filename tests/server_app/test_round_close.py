@@ -16,6 +16,7 @@ from fedtumor.run.audit import AuditLog
 from fedtumor.run.early_stopping import HELDOUT_MONITOR, VALIDATION_MONITOR, EarlyStopping
 from fedtumor.run.resume import load_resume_state
 from fedtumor.run.writer import RunWriter
+from fedtumor.security.revocations import read_revocations, record_revocation, revocation_register
 from server_app.round_close import EarlyStop, RoundClose
 from tests.strategies.replies import Grid
 
@@ -35,7 +36,8 @@ def train_round(strategy, flower_round: int) -> ArrayRecord:
         node = message.metadata.dst_node_id
         metrics = MetricRecord({"num-examples": 2, "num-patches": PATCHES[node]})
         arrays = ArrayRecord({"w": Array(np.full(4, 0.1 * flower_round, np.float32))})
-        replies.append(site_reply(node, RecordDict({"arrays": arrays, "metrics": metrics})))
+        site = ConfigRecord({"site-id": f"site-{node}"})
+        replies.append(site_reply(node, RecordDict({"arrays": arrays, "metrics": metrics, "site": site})))
     aggregated, _ = strategy.aggregate_train(flower_round, replies)
     return aggregated
 
@@ -165,3 +167,18 @@ def test_server_eval_every_scores_the_held_out_set_periodically_and_always_the_f
     lines = (tmp_path / "d" / "run" / "audit.jsonl").read_text().splitlines()
     entries = [e for e in map(json.loads, lines) if e["event"] == "round"]
     assert ["heldout_test" in e for e in entries] == [False] * 4 + [True]
+
+
+def test_a_node_the_centre_revoked_gets_one_audit_entry_naming_its_site(tmp_path):
+    register = revocation_register(tmp_path / "home")
+    strategy, close = closer(tmp_path, None, None, SiteLedger())
+    close.revocations = lambda: read_revocations(register)
+    record_revocation(register, 99, "a node of another federation")  # not this run's: ignored
+    close(0, ArrayRecord({"w": Array(np.zeros(4, np.float32))}))
+    close(1, train_round(strategy, 1))
+    record_revocation(register, 2, "key leaked")
+    for flower_round in (2, 3):
+        close(flower_round, train_round(strategy, flower_round))
+    entries = [json.loads(line) for line in (close.writer.run_dir / "audit.jsonl").read_text().splitlines()]
+    revoked = [e for e in entries if e["event"] == "node-revoked"]
+    assert [(e["round"], e["site"], e["node_id"], e["reason"]) for e in revoked] == [(2, "site-2", 2, "key leaked")]
