@@ -10,7 +10,7 @@ benchmark measures, in one invocation:
    (``round_wall_s``, timed in the ServerApp) minus the slower site's own training seconds;
 2. **its parts**, each in a fresh ``python`` process of this venv, best of ``--repeats``:
    the interpreter (``python -c pass``), ``import torch`` (the target's yardstick),
-   ``import flwr.clientapp`` (what ``flwr-clientapp`` imports before the app),
+   the ``flwr-clientapp`` command's own imports (``flwr.supernode.cli.flwr_clientapp``),
    ``import client_app.app`` (the app and all it imports), and loading the site's data from
    its warm preprocessed cache (timed inside that process).
 
@@ -81,7 +81,7 @@ def live_fixed_cost(rounds: int, root: Path, env: dict[str, str]) -> tuple[list[
     command = [
         "bash", str(REPO / "scripts" / "local_federation.sh"), "--sites", "2", "--rounds", str(rounds),
         "--subjects", "6", "--out", str(root / "runs"), "--run-name", "messages", "--workdir", str(workdir),
-        "--run-config", TINY,
+        "--run-config", TINY, "--keep",
     ]  # fmt: skip
     with (root / "live.log").open("w") as log:
         subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env, check=True)
@@ -115,7 +115,9 @@ def main() -> int:
     parts = {
         "interpreter (python -c pass)": process_seconds("pass", args.repeats, env),
         "import torch": process_seconds("import torch", args.repeats, env),
-        "import flwr.clientapp": process_seconds("import flwr.clientapp", args.repeats, env),
+        "import flwr-clientapp's entry point": process_seconds(
+            "import flwr.supernode.cli.flwr_clientapp", args.repeats, env
+        ),
         "import client_app.app": process_seconds("import client_app.app", args.repeats, env),
     }
     load = subprocess.run(

@@ -1,12 +1,14 @@
 """Session fixtures: each synthetic cohort the suite trains on is generated once per test session.
 
 Generating a subject takes about two seconds, so the end-to-end runs share a few small cohorts
-instead of each drawing its own. A test that damages files (a truncated upload) asks for a
-private copy with :func:`copy_cohort`.
+instead of each drawing its own, across pytest-xdist's workers too. A test that damages files
+(a truncated upload) asks for a private copy with :func:`copy_cohort`.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
 from pathlib import Path
 
@@ -20,9 +22,13 @@ THREE_SITES = {"n_sites": 3, "n_subjects": 9, "seed": 3, "shape": 64, "n_test": 
 
 
 def _cohort(tmp_path_factory: pytest.TempPathFactory, settings: dict) -> Path:
+    """Generated once per run of the suite: pytest-xdist's workers share it through their common folder."""
     name = "cohort-" + "-".join(f"{key}{value}" for key, value in settings.items())
-    root = tmp_path_factory.getbasetemp() / name
-    return generate_cohort(root, progress=False, **settings).root  # reused when already there
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # popen-gw0, gw1 ... sit side by side
+    with (shared / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one worker writes it, the others wait and reuse it
+        return generate_cohort(shared / name, progress=False, **settings).root  # reused when already there
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import pytest
 
 from tests.e2e.simulation import TINY_MODEL, output_of, simulate
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # FedPIDAvg's arithmetic: tests/strategies; CI's time
 
 
 @pytest.fixture(scope="module")
