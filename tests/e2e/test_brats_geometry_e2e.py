@@ -18,7 +18,9 @@ import pytest
 from tests import REAL_CASE_ID
 from tests.e2e.simulation import TINY_MODEL, output_of, simulate
 
-pytestmark = pytest.mark.e2e
+# Slow (2-3 minutes in CI): the real case is read, predicted and scored at 1 mm in CI by
+# tests/data_loaders/test_inference.py and tests/cli/test_predict.py; this is the whole federation on that grid.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 LEGACY_SCORES = tuple(f"{metric}_{region}" for metric in ("dice", "hd95") for region in ("et", "tc", "wt"))
 LESION_SCORES = tuple(f"lesion_{name}" for name in LEGACY_SCORES)

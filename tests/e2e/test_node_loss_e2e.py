@@ -18,13 +18,11 @@ import time
 
 import pytest
 
-from data_loaders.site_folders import export_heldout_folder, export_site_folders
 from fedtumor.deployment.flwr_runs import SUCCESS_STATUS, stream_run, wait_for_run
 from fedtumor.deployment.loopback import CONNECTION, LoopbackFederation
 from fedtumor.deployment.processes import command_lines, descendants
-from fedtumor.security.certs import make_superlink_certificates
-from fedtumor.security.node_keys import make_node_key
 from tests import REPO
+from tests.e2e.loopback_sites import loopback_sites
 
 pytestmark = pytest.mark.e2e  # the fault test CI runs in deployment (3-4 minutes)
 TINY = "patch-size=32 samples-per-volume=1 batch-size=1 base-filters=4"
@@ -35,10 +33,8 @@ SITES = ("site-1", "site-2", "site-3")
 @pytest.fixture(scope="module")
 def lost_node_run(tmp_path_factory, three_site_cohort):
     root = tmp_path_factory.mktemp("node-loss")
-    sites = export_site_folders(three_site_cohort, root / "sites")
-    coordinator = export_heldout_folder(three_site_cohort, root / "coordinator")
-    certs = make_superlink_certificates(root / "certs", ["localhost"], ["127.0.0.1"])
-    keys = {name: make_node_key(root / "keys", name) for name in SITES}
+    setup = loopback_sites(three_site_cohort, root, SITES)
+    sites, coordinator, certs, keys = setup.sites, setup.coordinator, setup.certs, setup.keys
     federation = LoopbackFederation(root / "work", certs, node_auth=True, proxy=False)
     federation.env["FEDTUMOR_HOME"] = str(root / "home")
     events: dict[str, float] = {}

@@ -16,15 +16,13 @@ import time
 import pytest
 import torch
 
-from data_loaders.site_folders import export_heldout_folder, export_site_folders
 from fedtumor.deployment.flwr_runs import SUCCESS_STATUS, run_status, stop_run, stream_run, submit_run, wait_for_run
 from fedtumor.deployment.loopback import CONNECTION, LoopbackFederation
 from fedtumor.deployment.processes import command_lines
 from fedtumor.run.audit import verify_run
 from fedtumor.run.files import AUDIT_FILE, RESUME_FILE
-from fedtumor.security.certs import make_superlink_certificates
-from fedtumor.security.node_keys import make_node_key
 from tests import REPO
+from tests.e2e.loopback_sites import loopback_sites
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # about 4 minutes; the SuperNode-loss test runs in CI
 TINY = "patch-size=32 samples-per-volume=1 batch-size=1 base-filters=4"
@@ -54,10 +52,8 @@ def wait_until(condition, timeout_s: float) -> bool:
 @pytest.fixture(scope="module")
 def restarted(tmp_path_factory, two_site_cohort):
     root = tmp_path_factory.mktemp("superlink-restart")
-    sites = export_site_folders(two_site_cohort, root / "sites")
-    coordinator = export_heldout_folder(two_site_cohort, root / "coordinator")
-    certs = make_superlink_certificates(root / "certs", ["localhost"], ["127.0.0.1"])
-    keys = {name: make_node_key(root / "keys", name) for name in SITES}
+    setup = loopback_sites(two_site_cohort, root, SITES)
+    sites, coordinator, certs, keys = setup.sites, setup.coordinator, setup.certs, setup.keys
     federation = LoopbackFederation(
         root / "work", certs, node_auth=True, proxy=False, database=root / "state.db", node_max_retries=None
     )
