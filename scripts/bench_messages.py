@@ -34,9 +34,9 @@ from pathlib import Path
 
 from rich.console import Console
 
+from fedtumor.bench.flower_baseline import site_training_seconds
 from fedtumor.bench.probe import serverapp_round_seconds
 from fedtumor.bench.report import machine, markdown_table, print_table, write_record
-from fedtumor.run.writer import read_metrics
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = "patch-size=32 samples-per-volume=1 batch-size=1 base-filters=4 queue-length=2 fraction-evaluate=0.0"
@@ -90,14 +90,8 @@ def live_fixed_cost(rounds: int, root: Path, env: dict[str, str]) -> tuple[list[
     summary = json.loads((run_dir / "summary.json").read_text())
     if summary.get("status") != "completed":
         raise RuntimeError(f"the live run did not complete; see {root / 'live.log'}")
-    slowest = slowest_site_training(run_dir)
+    slowest = site_training_seconds(run_dir, combine="max")  # the two sites train side by side
     return [rounds_s[r] - slowest[r] for r in sorted(rounds_s) if r >= 2], workdir
-
-
-def slowest_site_training(run_dir: Path) -> dict[int, float]:
-    metrics = read_metrics(run_dir)
-    rows = metrics[(metrics["metric"] == "train_seconds") & (metrics["scope"] != "global")]
-    return {int(r): float(v) for r, v in rows.groupby("round")["value"].max().items()}
 
 
 def main() -> int:

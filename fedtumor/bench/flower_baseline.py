@@ -57,13 +57,14 @@ class AppRun:
         return self.round_s[1]
 
 
-def site_training_seconds(run_dir: Path) -> dict[int, float]:
-    """Per round, the sum of a fedtumor run's sites' own train-seconds (they train one at a time)."""
+def site_training_seconds(run_dir: Path, combine: str = "sum") -> dict[int, float]:
+    """Per round, a fedtumor run's sites' own train-seconds combined: ``sum`` when they train one at a
+    time (a simulation on one core's worth of Ray), ``max`` when side by side (a live federation)."""
     metrics = read_metrics(run_dir)
     rows = metrics[
         (metrics["split"] == "train") & (metrics["metric"] == "train_seconds") & (metrics["scope"] != "global")
     ]
-    return {int(r): float(v) for r, v in rows.groupby("round")["value"].sum().items()}
+    return {int(r): float(v) for r, v in rows.groupby("round")["value"].agg(combine).items()}
 
 
 def run_bare(
