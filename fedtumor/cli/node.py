@@ -63,19 +63,31 @@ def node_start(
     name: str = typer.Option(None, "--name", help="Which node (default: the only one under --home)."),
     home: Path = typer.Option(None, "--home", help=_HOME_HELP),
     runtime_port: int = typer.Option(None, "--runtime-port", help="Local port for the ClientApp (default 9094)."),
+    worker: bool = typer.Option(
+        False, "--worker", help="Run the ClientApp in one long-lived process (torch, MONAI, the app stay loaded)."
+    ),
 ) -> None:
     """Start the SuperNode with TLS, the node key and the node config; Ctrl-C stops it and all it started."""
-    from fedtumor.deployment.node import DEFAULT_HOME, read_node, supernode_command
+    from fedtumor.deployment.node import DEFAULT_HOME, DEFAULT_RUNTIME_PORT, read_node, supernode_command
     from fedtumor.deployment.processes import ManagedProcess
+    from fedtumor.deployment.worker_launch import worker_command, write_secret
 
     try:
         settings = read_node(home or DEFAULT_HOME, name)
-        command = supernode_command(settings, superlink, ca, runtime_port)
+        folder = settings.private_key.parent
+        port = runtime_port or DEFAULT_RUNTIME_PORT
+        secret = write_secret(folder / "superexec.secret") if worker else None  # a fresh one each start
+        command = supernode_command(settings, superlink, ca, port, worker_secret=secret)
     except ConfigError as exc:
         fail(str(exc))
-    log = settings.private_key.parent / "supernode.log"
+    log = folder / "supernode.log"
     node = ManagedProcess(f"supernode-{settings.name}", command, log, dict(os.environ))
     console.print(f"SuperNode {settings.name} started (pid {node.pid}), log {log}; Ctrl-C stops it", soft_wrap=True)
+    if secret is not None:  # found by its --parent-pid: stopping the SuperNode stops it too
+        worker_log = folder / "worker.log"
+        runner = worker_command(f"127.0.0.1:{port}", secret, node.pid)
+        helper = ManagedProcess(f"worker-{settings.name}", runner, worker_log, dict(os.environ))
+        console.print(f"node worker started (pid {helper.pid}), log {worker_log}", soft_wrap=True)
 
     def stop(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
         raise KeyboardInterrupt

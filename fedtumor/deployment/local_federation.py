@@ -107,8 +107,9 @@ def run_local_federation(args: argparse.Namespace) -> int:
                 key = key_files.private_key
                 console.print(f"registered {site_id}'s public key: node {node_id}")
             with console.status(f"starting the SuperNode of {site_id}"):
-                federation.start_supernode(site_id, folder, key)
-            console.print(f"SuperNode {site_id} joined, data-dir {folder}")
+                federation.start_supernode(site_id, folder, key, worker=args.node_worker)
+            worker = ", its ClientApp in a node worker" if args.node_worker else ""
+            console.print(f"SuperNode {site_id} joined, data-dir {folder}{worker}")
         run_started = time.perf_counter()
         run_id = stream_run(CONNECTION, federation.env, run_config, app_dir=app_dir, echo=console.out)
         if run_id is None:
@@ -160,6 +161,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--no-proxy", action="store_true", help="SuperNodes connect to the SuperLink directly (prints a warning)"
+    )
+    parser.add_argument(
+        "--node-worker",
+        action="store_true",
+        help="run each SuperNode's ClientApp in one long-lived process (docs/deployment.md, node worker)",
     )
     parser.add_argument(
         "--app-dir", type=Path, default=Path("."), help="the Flower app to submit (default: the current folder)"

@@ -20,6 +20,7 @@ from fedtumor.core.errors import ConfigError
 from fedtumor.deployment.processes import ManagedProcess, free_port, with_venv_tools
 from fedtumor.deployment.proxy import start_proxy
 from fedtumor.deployment.proxy_config import ProxySettings, proxy_settings
+from fedtumor.deployment.worker_launch import supernode_flags, worker_command, write_secret
 from fedtumor.security.certs import CertificateFiles
 
 CONNECTION = "fedtumor"  # the SuperLink's local listener, in this federation's FLWR_HOME
@@ -93,6 +94,7 @@ class LoopbackFederation:
         self.proxy: ManagedProcess | None = None
         self.proxy_settings: ProxySettings | None = None
         self.supernodes: dict[str, ManagedProcess] = {}
+        self.workers: dict[str, ManagedProcess] = {}  # node workers, by site
         self.database = database  # the SuperLink's state file; None keeps it in memory (lost on restart)
         self.node_max_retries = node_max_retries  # None: SuperNodes wait for the SuperLink for ever
         self._superlink_starts = 0
@@ -197,12 +199,17 @@ class LoopbackFederation:
 
     # -- a hospital ---------------------------------------------------------------------
     def start_supernode(
-        self, name: str, data_dir: Path, private_key: Path | None = None, wait: bool = True
+        self, name: str, data_dir: Path, private_key: Path | None = None, wait: bool = True, worker: bool = False
     ) -> ManagedProcess:
-        """Start a SuperNode for one site; with ``wait``, return once the SuperLink accepted it."""
+        """Start a SuperNode for one site; with ``wait``, return once the SuperLink accepted it.
+
+        With ``worker``, its ClientApp tasks run in a long-lived node worker
+        (:mod:`fedtumor.deployment.node_worker`) instead of a fresh process per message.
+        """
         if self.fleet_address is None:
             raise RuntimeError("start the SuperLink first")
         node_config = f"data-dir={_toml_string(str(data_dir), 'data folder')} site-id={_toml_string(name, 'site id')}"
+        runtime_port = free_port()
         command = [
             "flower-supernode",
             "--superlink",
@@ -210,8 +217,11 @@ class LoopbackFederation:
             "--node-config",
             node_config,
             "--port",
-            str(free_port()),  # the SuperNode's own runtime API, for its ClientApp process
+            str(runtime_port),  # the SuperNode's own runtime API (127.0.0.1), for its ClientApp
         ]
+        secret_file = write_secret(self.workdir / "node-workers" / f"{name}.secret") if worker else None
+        if secret_file is not None:
+            command += supernode_flags(secret_file)
         if self.node_max_retries is not None:
             command += ["--max-retries", str(self.node_max_retries)]
         command += ["--root-certificates", str(self.certs.ca_cert)] if self.certs else ["--insecure"]
@@ -219,6 +229,9 @@ class LoopbackFederation:
             command += ["--auth-supernode-private-key", str(private_key)]
         process = ManagedProcess(f"supernode-{name}", command, self.logs / f"supernode-{name}.log", self.env)
         self.supernodes[name] = process
+        if secret_file is not None:  # found by its --parent-pid, so stopping the SuperNode stops it too
+            command = worker_command(f"127.0.0.1:{runtime_port}", secret_file, process.pid)
+            self.workers[name] = ManagedProcess(f"worker-{name}", command, self.logs / f"worker-{name}.log", self.env)
         if wait and not process.wait_for_log(SUPERNODE_READY, START_TIMEOUT_S):
             raise RuntimeError(f"SuperNode {name} was not accepted by the SuperLink; see {process.log_path}")
         return process
@@ -226,7 +239,7 @@ class LoopbackFederation:
     # -- cleanup ------------------------------------------------------------------------
     def close(self) -> None:
         """Stop every SuperNode, the proxy, then the SuperLink, each with all the processes it started."""
-        for process in self.supernodes.values():
+        for process in [*self.workers.values(), *self.supernodes.values()]:
             process.stop()
         if self.proxy is not None:
             self.proxy.stop()

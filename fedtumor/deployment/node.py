@@ -11,7 +11,9 @@ settings, ``<home>/<name>/node.toml``::
 ``start`` reads them and runs ``flower-supernode`` with TLS (the centre's CA), the private key
 and the node config (``data-dir``, ``site-id``, ``labels``), and stops it, with everything it
 started, on Ctrl-C or SIGTERM. Nothing here listens beyond the node itself: the SuperNode only
-dials out to the SuperLink (its Runtime API for the ClientApp stays on 127.0.0.1).
+dials out to the SuperLink (its Runtime API for the ClientApp stays on 127.0.0.1). With
+``--worker`` a node worker (:mod:`fedtumor.deployment.node_worker`) runs the ClientApp in one
+long-lived process, reached through that same local API and a 0600 secret in the node folder.
 
 Example::
 
@@ -27,9 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedtumor.core.errors import ConfigError
+from fedtumor.deployment.worker_launch import supernode_flags
 from fedtumor.security.node_keys import NodeKeyFiles, make_node_key
 
 DEFAULT_HOME = Path("~/.fedtumor/node")
+DEFAULT_RUNTIME_PORT = 9094  # flower-supernode's own default for its Runtime API
 SETTINGS_FILE = "node.toml"
 _ADDRESS = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 
@@ -98,9 +102,16 @@ def read_node(home: Path, name: str | None = None) -> NodeSettings:
 
 
 def supernode_command(
-    settings: NodeSettings, superlink: str, ca_cert: Path, runtime_port: int | None = None
+    settings: NodeSettings,
+    superlink: str,
+    ca_cert: Path,
+    runtime_port: int | None = None,
+    worker_secret: Path | None = None,
 ) -> list[str]:
-    """``flower-supernode`` for these settings: TLS with ``ca_cert``, node authentication, the node config."""
+    """``flower-supernode`` for these settings: TLS with ``ca_cert``, node authentication, the node config.
+
+    With ``worker_secret`` the SuperNode leaves its ClientApp tasks to a node worker holding it.
+    """
     if not _ADDRESS.match(superlink):
         raise ConfigError(f"node start: --superlink {superlink!r} must be HOST:PORT")
     ca_cert = Path(ca_cert).expanduser()
@@ -124,4 +135,6 @@ def supernode_command(
     command += ["--host", "127.0.0.1"]  # its Runtime API, for the ClientApp process: never beyond the node
     if runtime_port is not None:
         command += ["--port", str(runtime_port)]
+    if worker_secret is not None:
+        command += supernode_flags(worker_secret)
     return command

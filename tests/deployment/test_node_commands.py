@@ -90,7 +90,7 @@ def test_start_refuses_bad_input_in_one_line(tmp_path, args, needle):
 
 
 @pytest.mark.e2e
-def test_start_joins_a_real_superlink_with_tls_and_its_key_and_ctrl_c_stops_it(tmp_path):
+def test_start_joins_a_real_superlink_with_tls_and_its_key_and_ctrl_c_stops_it_and_its_worker(tmp_path):
     data = tmp_path / "data"
     write_subject(data, "S1")
     certs = make_superlink_certificates(tmp_path / "certs", ["localhost"], ["127.0.0.1"])
@@ -101,7 +101,7 @@ def test_start_joins_a_real_superlink_with_tls_and_its_key_and_ctrl_c_stops_it(t
         node_id = federation.register_node(settings.public_key)
         command = [sys.executable, "-c", "from fedtumor.cli import app; app()", "node", "start"]
         command += ["--home", str(tmp_path / "home"), "--superlink", federation.fleet_address]
-        command += ["--ca", str(certs.ca_cert), "--runtime-port", str(free_port())]
+        command += ["--ca", str(certs.ca_cert), "--runtime-port", str(free_port()), "--worker"]
         start = subprocess.Popen(
             command, cwd=REPO, env=flower_env(tmp_path / "flwr-home"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True,
@@ -112,7 +112,9 @@ def test_start_joins_a_real_superlink_with_tls_and_its_key_and_ctrl_c_stops_it(t
                 time.sleep(1)
             assert federation.node_statuses().get(node_id) == "online", federation.node_statuses()
             tree = descendants(start.pid)
-            assert any("flower-supernode" in open(f"/proc/{pid}/cmdline").read() for pid in tree if is_alive(pid))
+            commands = [open(f"/proc/{pid}/cmdline").read() for pid in tree if is_alive(pid)]
+            assert any("flower-supernode" in c and "--isolation\0process" in c for c in commands), commands
+            assert any("fedtumor.deployment.node_worker" in c for c in commands), commands
             start.send_signal(signal.SIGINT)
             output, _ = start.communicate(timeout=60)
         finally:

@@ -11,9 +11,11 @@ SuperLink's own listener they work. Every process is stopped at the end, and non
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -47,6 +49,43 @@ def _control_calls(federation: LoopbackFederation, connection: str, run_id: str,
     }
 
 
+def _listening_ports(pid: int) -> set[tuple[str, int]]:
+    """(address, port) of every TCP socket ``pid`` listens on, from /proc (address as /proc writes it)."""
+    inodes = set()
+    for fd in (Path("/proc") / str(pid) / "fd").iterdir():
+        target = os.readlink(fd) if fd.is_symlink() else ""
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        for line in (Path("/proc") / str(pid) / "net" / table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                address, port = fields[1].rsplit(":", 1)
+                ports.add((address, int(port, 16)))
+    return ports
+
+
+def _worker_facts(federation: LoopbackFederation, name: str) -> dict:
+    """What the node worker of ``name`` did, what it listens on, and whether a stranger may claim its tasks."""
+    supernode = federation.supernodes[name]
+    runtime = f"127.0.0.1:{supernode.command[supernode.command.index('--port') + 1]}"
+    worker = federation.workers[name]
+    # In its own process: Flower's client answers a 401 by interrupting the process it runs in.
+    code = f"from fedtumor.deployment.node_worker import NodeWorker; print(NodeWorker({runtime!r}, b'wrong').claim())"
+    stranger = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    return {
+        "pid": worker.pid,
+        "running": worker.running(),
+        "listening": _listening_ports(worker.pid),
+        "supernode_listening": _listening_ports(supernode.pid),
+        "runtime_port": int(runtime.rsplit(":", 1)[1]),
+        "stranger_claim": (stranger.returncode, stranger.stdout + stranger.stderr),
+        "log": worker.log_text(),
+        "secret_mode": os.stat(supernode.command[supernode.command.index("--superexec-auth-secret-file") + 1]).st_mode,
+    }
+
+
 @pytest.fixture(scope="module")
 def live_federation(tmp_path_factory, two_site_cohort):
     if nginx_binary() is None:
@@ -77,8 +116,8 @@ def live_federation(tmp_path_factory, two_site_cohort):
         rogue.popen.wait(timeout=120)  # refused: it gives up instead of joining
         results["rogue_returncode"] = rogue.popen.returncode
         results["rogue_log"] = rogue.log_text()
-        for name in ("site-1", "site-2"):
-            federation.start_supernode(name, sites[name], keys[name].private_key)
+        for name in ("site-1", "site-2"):  # site-1's ClientApp runs in a node worker, site-2's per message
+            federation.start_supernode(name, sites[name], keys[name].private_key, worker=name == "site-1")
         results["statuses"] = federation.node_statuses()
         run_config = (
             f"num-server-rounds=1 min-available-nodes=2 min-train-replies=1 data-dir='{coordinator}' "
@@ -106,6 +145,7 @@ def live_federation(tmp_path_factory, two_site_cohort):
         results["superlink_log"] = federation.superlink.log_text()
         results["superlink_pid"] = federation.superlink.pid
         results["tree_before_close"] = descendants(federation.superlink.pid)
+        results["worker"] = _worker_facts(federation, "site-1")
     finally:
         federation.close()
     results["left_over"] = list(command_lines(str(root)).values())
@@ -188,6 +228,18 @@ def test_control_api_works_from_the_centres_own_machine(live_federation):
     assert local["log"].returncode == 0 and "dice_wt" in local["log"].stdout, _one_line(local["log"])[-2000:]
     assert local["supernode register"].returncode == 0, _one_line(local["supernode register"])
     assert "403 Forbidden" not in _one_line(local["supernode register"])  # refused by the proxy would say so
+
+
+def test_a_node_worker_runs_the_sites_clientapp_and_listens_on_nothing(live_federation):
+    worker = live_federation["worker"]
+    assert worker["running"]
+    # Site 1's round-1 training ran in the worker (its update was aggregated: see the test above).
+    assert "node worker: task 1 (train): claimed to reply pushed" in worker["log"] and "completed" in worker["log"]
+    assert worker["listening"] == set()  # it only dials the SuperNode's Runtime API
+    assert ("0100007F", worker["runtime_port"]) in worker["supernode_listening"]  # the SuperNode's, on 127.0.0.1
+    returncode, output = worker["stranger_claim"]  # a process without the node's secret
+    assert returncode != 0 and "401" in output, output[-2000:]
+    assert stat.S_IMODE(worker["secret_mode"]) == 0o600
 
 
 def test_every_process_is_stopped(live_federation):

@@ -62,9 +62,9 @@ def lost_node_run(tmp_path_factory, three_site_cohort):
     results = {"root": root, "events": events}
     try:
         federation.start_superlink()
-        for name in SITES:
+        for name in SITES:  # site-1, never lost, runs its ClientApp in a node worker for all 5 rounds
             node_ids[name] = federation.register_node(keys[name].public_key)
-            federation.start_supernode(name, sites[name], keys[name].private_key)
+            federation.start_supernode(name, sites[name], keys[name].private_key, worker=name == "site-1")
         run_config = (
             f"num-server-rounds=5 min-available-nodes=3 min-train-replies=2 fraction-evaluate=0.0 "
             f"round-timeout-s={ROUND_TIMEOUT_S} data-dir='{coordinator}' output-dir='{root / 'runs'}' "
@@ -76,6 +76,7 @@ def lost_node_run(tmp_path_factory, three_site_cohort):
         results["tree_before_close"] = descendants(federation.superlink.pid)
         results["site_2_running"] = federation.supernodes["site-2"].running()
         results["site_2_log"] = federation.supernodes["site-2"].log_text()
+        results["site_1_worker_log"] = federation.workers["site-1"].log_text()
     finally:
         federation.close()
     results["left_over"] = list(command_lines(str(root)).values())
@@ -119,6 +120,14 @@ def test_a_revoked_key_is_refused_and_the_audit_log_says_so(lost_node_run):
     assert sorted(audit[5]["train"]["asked"]) == ["site-1", "site-3"]
     assert not lost_node_run["site_2_running"]  # refused (401), the SuperNode shut itself down
     assert "401" in lost_node_run["site_2_log"] or "nauthorized" in lost_node_run["site_2_log"]
+
+
+def test_one_node_worker_process_ran_every_round_of_its_site(lost_node_run):
+    log = lost_node_run["site_1_worker_log"]
+    assert log.count("preloaded the ClientApp's libraries") == 1  # one process, started once
+    tasks = [line for line in log.splitlines() if "node worker: task" in line]
+    assert len(tasks) == 5 and all("(train)" in task and task.endswith("completed") for task in tasks), tasks
+    assert sorted(rounds(lost_node_run["root"] / "runs" / "lost")[5]["train"]["updates"]) == ["site-1", "site-3"]
 
 
 def test_every_process_is_stopped(lost_node_run):

@@ -1,0 +1,235 @@
+"""A long-lived ClientApp worker for one SuperNode (opt-in): torch, MONAI and the app stay loaded.
+
+By default Flower 1.41's SuperNode starts a fresh ``flwr-clientapp`` process for every message,
+which imports Flower, torch, MONAI and TorchIO again and installs the app again (Flower issue
+#3670 asks for a long-lived ClientApp). Started with ``--isolation process``, the SuperNode
+starts no process: whoever holds its SuperExec secret claims its ClientApp tasks from its
+Runtime API. This worker is that process. It claims each task (``AcquireTask``, signed with the
+secret), then does in this process what ``flwr-clientapp`` does: pull the message, context and
+FAB, run the ClientApp, push the reply and the context. The app is installed and imported once
+per FAB; the heavy libraries are imported before the first task.
+
+Security is the SuperNode's own: the Runtime API listens on 127.0.0.1 only, only a process that
+can read the node's 0600 secret can claim a task, and each task's calls carry Flower's one-task
+token. The worker listens on nothing.
+
+Example (what ``fedtumor node start --worker`` runs next to the SuperNode)::
+
+    python -m fedtumor.deployment.node_worker --runtime-api-address 127.0.0.1:9094 \\
+        --secret-file ~/.fedtumor/node/site-a/superexec.secret --parent-pid 4242
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+import threading
+import time
+from logging import ERROR, INFO
+from pathlib import Path
+
+from flwr.app import Message
+from flwr.app.error import Error
+from flwr.cli.install import install_from_fab
+from flwr.clientapp.client_app import ClientApp, LoadClientAppError
+from flwr.clientapp.utils import get_load_client_app_fn
+from flwr.common.config import get_project_dir
+from flwr.common.constant import ErrorCode, SubStatus
+from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
+from flwr.supercore import log
+from flwr.supercore.app_utils import start_parent_process_monitor
+from flwr.supercore.constant import TaskType
+from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+from flwr.supercore.interceptors import (
+    RuntimeTokenHttpInterceptor,
+    RuntimeVersionHttpInterceptor,
+    SuperExecAuthHttpInterceptor,
+)
+from flwr.supercore.retry import make_simple_http_retry_invoker
+from flwr.supercore.runtime import RuntimeHttpClient
+from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
+
+PRELOAD = ("torch", "monai.networks.nets", "monai.losses", "monai.inferers", "torchio")
+DEFAULT_POLL_INTERVAL_S = 0.05
+TASK_LOG = "node worker: task %d (%s): claimed to reply pushed %.3f s, ClientApp %.3f s, %s"
+
+
+def forget_app_modules(app_dir: Path) -> list[str]:
+    """Drop from ``sys.modules`` the modules of an app's top-level packages not loaded from ``app_dir``.
+
+    Flower's loader reuses a module already imported, so a second FAB (or the preloaded copy of
+    this project) would otherwise keep running the first one's code. Third-party libraries stay.
+    """
+    app_dir = Path(app_dir).resolve()
+    roots = {entry.stem for entry in app_dir.iterdir() if entry.is_dir() or entry.suffix == ".py"}
+    dropped = []
+    for name, module in list(sys.modules.items()):
+        if name.partition(".")[0] not in roots:
+            continue
+        origin = getattr(module, "__file__", None)
+        if origin is None or not Path(origin).resolve().is_relative_to(app_dir):
+            dropped.append(name)
+            del sys.modules[name]
+    importlib.invalidate_caches()
+    return dropped
+
+
+class NodeWorker:
+    """Claim and run one SuperNode's ClientApp tasks, one at a time, in this process.
+
+    Args:
+        runtime_api_address: the SuperNode's Runtime API, ``127.0.0.1:PORT``.
+        secret: the SuperExec secret the SuperNode was started with.
+        poll_interval_s: how long to wait before asking again when no task is pending.
+    """
+
+    def __init__(self, runtime_api_address: str, secret: bytes, poll_interval_s: float = DEFAULT_POLL_INTERVAL_S):
+        if not secret:
+            raise ValueError("the SuperExec secret is empty")
+        if not 0 < poll_interval_s <= 60:
+            raise ValueError(f"poll_interval_s must be in (0, 60] seconds, got {poll_interval_s}")
+        self.runtime_api_address = runtime_api_address
+        self.poll_interval_s = poll_interval_s
+        self.tasks_run = 0
+        self.busy = False
+        self._apps: dict[str, ClientApp] = {}
+        self._load = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
+        self._claims = RuntimeHttpClient.from_server_address(
+            server_address=runtime_api_address,
+            insecure=True,  # 127.0.0.1 only, as flower-superexec reaches it
+            root_certificates=None,
+            interceptors=[
+                RuntimeVersionHttpInterceptor(component_name="SuperExec"),
+                SuperExecAuthHttpInterceptor(
+                    master_secret=secret, protected_methods=frozenset({"/flwr.proto.Runtime/AcquireTask"})
+                ),
+            ],
+            retry_invoker=make_simple_http_retry_invoker(),
+        )
+
+    def claim(self) -> str | None:
+        """The token of a pending ClientApp task, now claimed; None when none is pending."""
+        reply = self._claims.AcquireTask(AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP]))
+        return reply.token if reply.HasField("task") and reply.token else None
+
+    def serve(self, stop: threading.Event) -> None:
+        """Claim and run tasks until ``stop`` is set."""
+        while not stop.is_set():
+            token = self.claim()
+            if token is None:
+                stop.wait(self.poll_interval_s)
+                continue
+            self.run_task(token)
+
+    def client_app(self, fab_id: str, fab_version: str, fab_content: bytes, fab_hash: str) -> ClientApp:
+        """The ClientApp of this FAB: installed and imported on its first task only."""
+        if fab_hash not in self._apps:
+            install_from_fab(fab_content, skip_prompt=True)
+            app_dir = get_project_dir(fab_id, fab_version, fab_hash)
+            forget_app_modules(app_dir)
+            self._apps = {fab_hash: self._load(fab_id, fab_version, fab_hash)}  # one app in memory
+        return self._apps[fab_hash]
+
+    def run_task(self, token: str) -> str:
+        """Run one claimed task as ``flwr-clientapp`` would; its final sub-status."""
+        client = RuntimeHttpClient.from_server_address(
+            server_address=self.runtime_api_address,
+            insecure=True,
+            root_certificates=None,
+            interceptors=[
+                RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"),
+                RuntimeTokenHttpInterceptor(token),
+            ],
+            retry_invoker=make_simple_http_retry_invoker(),
+        )
+        heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
+        message = context = reply = None
+        sub_status, details = SubStatus.FAILED, "ClientApp task failed due to unknown reason"
+        self.busy = True
+        claimed = time.perf_counter()
+        app_s = 0.0
+        try:
+            heartbeat.start()
+            message, context, run, fab = pull_task_input(client)
+            app = self.client_app(run.fab_id, run.fab_version, fab.content, fab.hash_str)
+            app_started = time.perf_counter()
+            reply = app(message=message, context=context)
+            app_s = time.perf_counter() - app_started
+            sub_status, details = SubStatus.COMPLETED, ""
+        except Exception as exc:  # the reply carries the error, as flwr-clientapp's does
+            code = ErrorCode.CLIENT_APP_RAISED_EXCEPTION
+            details = f"{type(exc)}:<'{exc}'>"
+            if isinstance(exc, LoadClientAppError):
+                code, details = ErrorCode.LOAD_CLIENT_APP_EXCEPTION, "An exception was raised when loading `ClientApp`"
+            log(ERROR, "ClientApp raised an exception", exc_info=exc)
+            if message is not None:
+                reply = Message(Error(code=code, reason=details), reply_to=message)
+        finally:
+            try:
+                if reply is not None and context is not None:
+                    push_message(client, reply, context)
+                push_task_output(client=client, context=context, sub_status=sub_status, details=details)
+            finally:
+                heartbeat.stop()
+                client.close()
+                self.busy = False
+                self.tasks_run += 1
+        kind = message.metadata.message_type if message is not None else "?"
+        # Read by scripts/bench_messages.py: the worker's own cost is the first minus the second.
+        log(INFO, TASK_LOG, self.tasks_run, kind, time.perf_counter() - claimed, app_s, sub_status)
+        return sub_status
+
+    def close(self) -> None:
+        self._claims.close()
+
+
+def preload(modules: tuple[str, ...] = PRELOAD) -> float:
+    """Import the ClientApp's heavy libraries now, before the first task; seconds taken."""
+    started = time.perf_counter()
+    for name in modules:
+        importlib.import_module(name)
+    return time.perf_counter() - started
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Run one SuperNode's ClientApp tasks in one long-lived process.")
+    parser.add_argument("--runtime-api-address", required=True, help="the SuperNode's Runtime API, 127.0.0.1:PORT")
+    parser.add_argument("--secret-file", type=Path, required=True, help="the SuperNode's SuperExec secret (0600)")
+    parser.add_argument("--parent-pid", type=int, help="exit when this process (the SuperNode) exits")
+    parser.add_argument("--poll-interval", type=float, default=DEFAULT_POLL_INTERVAL_S, help="seconds between claims")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        secret = args.secret_file.expanduser().read_bytes()
+    except OSError as exc:
+        print(f"node worker: cannot read --secret-file {args.secret_file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    worker = NodeWorker(args.runtime_api_address, secret, args.poll_interval)
+
+    def on_signal(signum: int, _frame) -> None:
+        stop.set()
+        if worker.busy:  # a task in flight is cut short; its reply says so
+            raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if args.parent_pid is not None:
+        start_parent_process_monitor(args.parent_pid)  # SIGINT here when the SuperNode is gone
+    log(INFO, "node worker: preloaded the ClientApp's libraries in %.1f s", preload())
+    log(INFO, "node worker: serving %s", args.runtime_api_address)
+    try:
+        worker.serve(stop)
+    finally:
+        worker.close()
+    log(INFO, "node worker: stopped after %d tasks", worker.tasks_run)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
