@@ -35,6 +35,7 @@ from fedtumor.federation.cross_site import CROSS_SITE_ACTION
 from fedtumor.federation.faults import FAULT_INJECTION_KEY
 from fedtumor.federation.registry import client_hooks_for
 from fedtumor.federation.replies import SITE_ERROR_CODE, site_error_reason
+from fedtumor.federation.warm_up import WARM_UP_ACTION
 from fedtumor.federation.wire import (
     ARRAYS_KEY,
     CONFIG_KEY,
@@ -196,6 +197,14 @@ def evaluate(message: Message, context: Context) -> Message:
     heldout = partial(site_heldout_cases, config, context.node_config, message.content[CONFIG_KEY])
     scores = site_scores(model, hooks, message.content, volume_cases(site.val), config.patch_size, device, heldout)
     return _reply(message, site, None, {NUM_EXAMPLES_KEY: len(site.val), **scores})
+
+
+@app.query(WARM_UP_ACTION)
+@_reply_on_bad_input
+def warm_up(message: Message, context: Context) -> Message:
+    """Before round 1: this process has imported the app; now load the site's data, so round 1 costs a steady one."""
+    site = _site(load_run_config(context.run_config), context)  # each round seeds its own patches: no result changes
+    return _reply(message, site, None, {NUM_EXAMPLES_KEY: len(site.train)})
 
 
 @app.query(CROSS_SITE_ACTION)

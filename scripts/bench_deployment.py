@@ -5,16 +5,22 @@ Both runs use the same cohort, the same run config and the same number of sites 
 
 - **Loopback:** `scripts/local_federation.sh`. This is a SuperLink and SuperNodes as separate
   processes on 127.0.0.1, with TLS and node authentication.
+- **Loopback with node workers:** the same, each SuperNode's ClientApp in one long-lived
+  process (`--node-worker`, `fedtumor/deployment/node_worker.py`).
 - **Simulation:** `scripts/simulate.py`, with Ray-simulated sites.
 
 The table shows, for each mode:
+
+- `round s`: the median round after the first, as the ServerApp timed it (`round_wall_s`);
 
 - `run s`: from `flwr run` to the finished status, as each script reports it;
 - `wall s`: the whole command, including starting and stopping every process;
 - `server s`: the ServerApp's own `wall_time_s` from `summary.json`;
 - each time as a ratio to simulation, measured in the same invocation.
 
-    python scripts/bench_deployment.py --sites 2 --rounds 2 --json docs/bench_deployment.json
+Target: a loopback round (with node workers) at most 1.2x the same round in simulation.
+
+    python scripts/bench_deployment.py --sites 2 --rounds 4 --json docs/bench_deployment.json
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,11 +39,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from fedtumor.bench.probe import serverapp_round_seconds
 from fedtumor.run.writer import read_summary
 
 REPO = Path(__file__).resolve().parent.parent
+TARGET_ROUND_RATIO = 1.2
 RUN_SECONDS = {
     "loopback": re.compile(r"finished:completed.*?\(run ([\d.]+)s"),
+    "loopback, node workers": re.compile(r"finished:completed.*?\(run ([\d.]+)s"),
     "simulation": re.compile(r"status finished:completed after ([\d.]+)s"),
 }
 console = Console()
@@ -51,8 +61,10 @@ def _run(mode: str, command: list[str], env: dict[str, str], run_dir: Path) -> d
     if completed.returncode != 0 or match is None:
         raise SystemExit(f"error: the {mode} run failed (exit {completed.returncode}): {output[-1500:]}")
     summary = read_summary(run_dir)
+    rounds = serverapp_round_seconds(run_dir)
     return {
         "mode": mode,
+        "round_s": statistics.median(seconds for r, seconds in rounds.items() if r >= 2),
         "run_s": float(match.group(1)),
         "wall_s": wall,
         "server_s": summary["wall_time_s"],
@@ -63,11 +75,13 @@ def _run(mode: str, command: list[str], env: dict[str, str], run_dir: Path) -> d
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sites", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4, help="at least 2: round 1 is not a steady round")
     parser.add_argument("--subjects", type=int, default=12, help="training-side subjects over all sites")
     parser.add_argument("--run-config", default="", help="extra run-config overrides for both runs")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args()
+    if args.rounds < 2:
+        parser.error("--rounds must be at least 2")
 
     from data_loaders.synthetic import generate_cohort
 
@@ -84,10 +98,12 @@ def main() -> int:
         *("--sites", str(args.sites), "--rounds", str(args.rounds), "--subjects", str(args.subjects)),
         *("--out", str(work / "runs"), "--run-name", "loopback", "--run-config", args.run_config),
     ]
+    loopback_env = {**env, "FEDTUMOR_PYTHON": sys.executable}
     with console.status("loopback federation (SuperLink + SuperNodes, TLS, node auth)"):
-        results.append(
-            _run("loopback", loopback, {**env, "FEDTUMOR_PYTHON": sys.executable}, work / "runs" / "loopback")
-        )
+        results.append(_run("loopback", loopback, loopback_env, work / "runs" / "loopback"))
+    with console.status("loopback federation with node workers"):
+        workers = [*loopback[:-4], "--run-name", "workers", "--run-config", args.run_config, "--node-worker"]
+        results.append(_run("loopback, node workers", workers, loopback_env, work / "runs" / "workers"))
     simulation = [
         sys.executable,
         "scripts/simulate.py",
@@ -100,11 +116,14 @@ def main() -> int:
 
     baseline = results[-1]
     table = Table(title=f"{args.sites} sites, {args.rounds} rounds: loopback deployment vs simulation")
-    for column in ("mode", "run s", "x sim", "wall s", "x sim", "server s", "x sim", "final Dice WT"):
+    columns = ("mode", "round s", "x sim", "run s", "x sim", "wall s", "x sim", "server s", "x sim", "final Dice WT")
+    for column in columns:
         table.add_column(column, justify="left" if column == "mode" else "right")
     for row in results:
         table.add_row(
             row["mode"],
+            f"{row['round_s']:.1f}",
+            f"{row['round_s'] / baseline['round_s']:.2f}",
             f"{row['run_s']:.1f}",
             f"{row['run_s'] / baseline['run_s']:.2f}",
             f"{row['wall_s']:.1f}",
@@ -114,6 +133,8 @@ def main() -> int:
             f"{row['final']['dice_wt']:.3f}",
         )
     console.print(table)
+    ratio = results[1]["round_s"] / baseline["round_s"]
+    console.print(f"loopback round with node workers: {ratio:.2f}x simulation (target <= {TARGET_ROUND_RATIO})")
     if args.json:
         args.json.write_text(
             json.dumps(

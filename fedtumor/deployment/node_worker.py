@@ -37,11 +37,22 @@ from flwr.clientapp.client_app import ClientApp, LoadClientAppError
 from flwr.clientapp.utils import get_load_client_app_fn
 from flwr.common.config import get_project_dir
 from flwr.common.constant import ErrorCode, SubStatus
-from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
+from flwr.common.serde import context_from_proto, fab_from_proto, run_from_proto
+from flwr.proto.node_pb2 import Node  # pylint: disable=E0611
+from flwr.proto.runtime_pb2 import (  # pylint: disable=E0611
+    AcquireTaskRequest,
+    PullAppMessagesRequest,
+    PullTaskInputRequest,
+)
 from flwr.supercore import log
 from flwr.supercore.app_utils import start_parent_process_monitor
 from flwr.supercore.constant import TaskType
 from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+from flwr.supercore.inflatable.inflatable_protobuf_utils import (
+    make_confirm_message_received_fn_protobuf,
+    make_pull_object_fn_protobuf,
+)
+from flwr.supercore.inflatable.inflatable_utils import ObjectUnavailableError, pull_and_inflate_object_from_tree
 from flwr.supercore.interceptors import (
     RuntimeTokenHttpInterceptor,
     RuntimeVersionHttpInterceptor,
@@ -49,11 +60,57 @@ from flwr.supercore.interceptors import (
 )
 from flwr.supercore.retry import make_simple_http_retry_invoker
 from flwr.supercore.runtime import RuntimeHttpClient
-from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
+from flwr.supercore.task_identity import TaskIdentity
+from flwr.supernode.runtime.run_clientapp import push_message, push_task_output
 
 PRELOAD = ("torch", "monai.networks.nets", "monai.losses", "monai.inferers", "torchio")
 DEFAULT_POLL_INTERVAL_S = 0.05
-TASK_LOG = "node worker: task %d (%s): claimed to reply pushed %.3f s, ClientApp %.3f s, %s"
+# The message's arrays may still be on their way from the SuperLink when the task is claimed.
+# Flower's pull waits 1 s, then 2, 4... up to 10 s for a missing one: made for a process that
+# took seconds to start. This one is ready at once, so it asks again sooner.
+PULL_FIRST_WAIT_S, PULL_MAX_WAIT_S = 0.05, 0.5
+TASK_LOG = (
+    "node worker: task %d (%s): claimed to reply pushed %.3f s "
+    "(pull %.3f s, of which waiting for the SuperNode to receive it %.3f s; ClientApp %.3f s; push %.3f s), %s"
+)
+
+
+def pull_task_input(client: RuntimeHttpClient):
+    """The task's message, context, run and FAB, as Flower's ``pull_task_input``, with short waits.
+
+    Also the seconds spent waiting for parts of the message the SuperNode had not yet received.
+    """
+    started = time.perf_counter()
+    last_missing = started
+    task = client.PullTaskInput(PullTaskInputRequest())
+    TaskIdentity.task_id, TaskIdentity.run_id = task.task_id, task.run.run_id
+    TaskIdentity.node_id = task.context.node_id
+    context, run, fab = context_from_proto(task.context), run_from_proto(task.run), fab_from_proto(task.fab)
+    pulled = client.PullMessages(PullAppMessagesRequest())
+    if not pulled.messages_list:
+        raise RuntimeError("No messages received from Runtime API")
+    node, tree = Node(node_id=context.node_id), pulled.message_object_trees[0]
+    pull_object = make_pull_object_fn_protobuf(client.PullObject, node, context.run_id)
+
+    def pull_noting_waits(object_id: str) -> bytes:
+        nonlocal last_missing
+        try:
+            return pull_object(object_id)
+        except ObjectUnavailableError:
+            last_missing = time.perf_counter()
+            raise
+
+    message = pull_and_inflate_object_from_tree(
+        tree,
+        pull_noting_waits,
+        make_confirm_message_received_fn_protobuf(client.ConfirmMessageReceived, node, context.run_id),
+        return_type=Message,
+        max_tries_per_object=None,  # bounded by Flower's max_time (2 h), not by a count of quick tries
+        initial_backoff=PULL_FIRST_WAIT_S,
+        backoff_cap=PULL_MAX_WAIT_S,
+    )
+    message.metadata.__dict__["_message_id"] = tree.object_id  # as Flower does: its own id is not in it
+    return message, context, run, fab, last_missing - started
 
 
 def forget_app_modules(app_dir: Path) -> list[str]:
@@ -149,12 +206,13 @@ class NodeWorker:
         sub_status, details = SubStatus.FAILED, "ClientApp task failed due to unknown reason"
         self.busy = True
         claimed = time.perf_counter()
-        app_s = 0.0
+        pull_s = waited_s = app_s = push_s = 0.0
         try:
             heartbeat.start()
-            message, context, run, fab = pull_task_input(client)
+            message, context, run, fab, waited_s = pull_task_input(client)
             app = self.client_app(run.fab_id, run.fab_version, fab.content, fab.hash_str)
             app_started = time.perf_counter()
+            pull_s = app_started - claimed
             reply = app(message=message, context=context)
             app_s = time.perf_counter() - app_started
             sub_status, details = SubStatus.COMPLETED, ""
@@ -167,18 +225,21 @@ class NodeWorker:
             if message is not None:
                 reply = Message(Error(code=code, reason=details), reply_to=message)
         finally:
+            push_started = time.perf_counter()
             try:
                 if reply is not None and context is not None:
                     push_message(client, reply, context)
                 push_task_output(client=client, context=context, sub_status=sub_status, details=details)
             finally:
+                push_s = time.perf_counter() - push_started
                 heartbeat.stop()
                 client.close()
                 self.busy = False
                 self.tasks_run += 1
         kind = message.metadata.message_type if message is not None else "?"
         # Read by scripts/bench_messages.py: the worker's own cost is the first minus the second.
-        log(INFO, TASK_LOG, self.tasks_run, kind, time.perf_counter() - claimed, app_s, sub_status)
+        total = time.perf_counter() - claimed
+        log(INFO, TASK_LOG, self.tasks_run, kind, total, pull_s, waited_s, app_s, push_s, sub_status)
         return sub_status
 
     def close(self) -> None:

@@ -47,6 +47,7 @@ MAY_DIFFER_ON_RESUME = frozenset(
         "min-train-replies",
         "min-available-nodes",
         "server-eval-every",  # how often the held-out set is scored, not what is trained
+        "warm-up",  # when the sites load, not what they train
         "fault-injection",
         "device",
         "torch-threads",

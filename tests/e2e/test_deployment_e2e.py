@@ -173,6 +173,8 @@ def test_round_completes_without_the_broken_site(live_federation):
     run_dir = live_federation["root"] / "runs" / "live"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["rounds"] == 1 and summary["num_nodes"] == 2
+    # Both sites were asked to warm up before round 1; site 2's broken file failed that too.
+    assert "warm-up: 1 of 2 sites ready" in live_federation["stream"], live_federation["stream"][-3000:]
     # Site 2 named its broken file; site 1's update was aggregated and scored.
     failures = json.dumps(summary["failed_replies"])
     broken = live_federation["broken_file"]
@@ -234,7 +236,10 @@ def test_a_node_worker_runs_the_sites_clientapp_and_listens_on_nothing(live_fede
     worker = live_federation["worker"]
     assert worker["running"]
     # Site 1's round-1 training ran in the worker (its update was aggregated: see the test above).
-    assert "node worker: task 1 (train): claimed to reply pushed" in worker["log"] and "completed" in worker["log"]
+    tasks = [line for line in worker["log"].splitlines() if "node worker: task" in line]
+    # One process: the warm-up before round 1 (it loaded the site), then round 1's training.
+    assert [t.split("(")[1].split(")")[0] for t in tasks] == ["query.warm_up", "train"], tasks
+    assert all(t.endswith("completed") for t in tasks), tasks
     assert worker["listening"] == set()  # it only dials the SuperNode's Runtime API
     assert ("0100007F", worker["runtime_port"]) in worker["supernode_listening"]  # the SuperNode's, on 127.0.0.1
     returncode, output = worker["stranger_claim"]  # a process without the node's secret

@@ -39,9 +39,20 @@ def test_the_round_ends_soon_after_the_last_reply_and_pulls_back_off_to_the_maxi
     replies = polling(grid, first_interval_s=0.1, max_interval_s=1.0, backoff=2.0).send_and_receive(["a", "b"])
     assert sorted(r.metadata.reply_to_message_id for r in replies) == ["a", "b"]
     gaps = [later - earlier for earlier, later in zip(grid.pulls, grid.pulls[1:])]
-    assert gaps[:4] == pytest.approx([0.1, 0.2, 0.4, 0.8]) and max(gaps) == pytest.approx(1.0)
+    # a is pulled at 0.3; the interval starts again from 0.1 and grows to the maximum while b trains
+    assert gaps[:6] == pytest.approx([0.1, 0.2, 0.1, 0.2, 0.4, 0.8]) and max(gaps) == pytest.approx(1.0)
     assert grid.pulls[-1] - 6.0 < 1.0  # Flower's grid would wait up to 3 s here
     assert polling(grid).get_node_ids() == [1, 2]  # the rest is the wrapped grid's
+
+
+def test_each_reply_restarts_the_short_interval_so_the_next_site_is_seen_soon():
+    grid = ScriptedGrid({"a": 3.0, "b": 3.3, "c": 3.62})  # a simulation: the sites finish one after another
+    polling(grid, first_interval_s=0.05, max_interval_s=0.25, backoff=2.0).send_and_receive(["a", "b", "c"])
+    for arrival in (3.0, 3.3, 3.62):
+        seen = min(pull for pull in grid.pulls if pull >= arrival - 1e-9)
+        assert seen - arrival <= 0.25 + 1e-9
+    after_a = min(pull for pull in grid.pulls if pull >= 3.0)
+    assert min(pull for pull in grid.pulls if pull > after_a) - after_a == pytest.approx(0.05)
 
 
 def test_a_timeout_returns_what_arrived_and_never_sleeps_past_it():
