@@ -100,7 +100,7 @@ class RunConfig:
     val_fraction: float = 0.25
     server_eval: bool = True
     server_eval_every: int = 1  # held-out scoring every N rounds and of the final model; 0: the final model only
-    warm_up: bool = True  # each site loads its app and data before round 1 (fedtumor/federation/warm_up.py)
+    warm_up: bool = False  # each site loads its app and data before round 1 (fedtumor/federation/warm_up.py)
     # Personal models (FedBN, Ditto): when sites score theirs on the held-out set (simulation only)
     personal_heldout: str = "final"
     # Cross-site evaluation (docs/evaluation.md) at the end of a run; personal models leave a site only if shared

@@ -59,8 +59,8 @@ def run_local_federation(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="fedtumor-loopback-")).expanduser().resolve()
     run_name = args.run_name or f"loopback-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     # The coordinating centre's data-dir holds only the held-out test subjects.
-    # A warm-up message only pays where the ClientApp outlives it: a node worker, not a process per message.
-    warm_up = "" if args.node_worker else "warm-up=false "
+    # A warm-up pays where the ClientApp outlives its message: a node worker loads its site meanwhile.
+    warm_up = "warm-up=true " if args.node_worker else ""
     run_config = (
         f"num-server-rounds={args.rounds} min-available-nodes={args.sites} output-dir='{out_dir}' "
         f"run-name='{run_name}' data-dir='{workdir / 'coordinator'}' {warm_up}{args.run_config}"

@@ -1,7 +1,7 @@
 """The warm-up before round 1: the ServerApp's messages, and the real ClientApp answering one.
 
-Live, every simulation test warms its sites up (``warm-up`` is on by default), and
-tests/e2e/test_deployment_e2e.py warms a node worker and a per-message SuperNode up.
+Live: tests/e2e/test_deployment_e2e.py warms a node worker and a per-message SuperNode up
+(``warm-up=true``; it is off by default).
 """
 
 from types import SimpleNamespace

@@ -121,7 +121,7 @@ def live_federation(tmp_path_factory, two_site_cohort):
         results["statuses"] = federation.node_statuses()
         run_config = (
             f"num-server-rounds=1 min-available-nodes=2 min-train-replies=1 data-dir='{coordinator}' "
-            f"output-dir='{root / 'runs'}' run-name='live' {TINY}"
+            f"output-dir='{root / 'runs'}' run-name='live' warm-up=true {TINY}"
         )
         lines: list[str] = []
         run_id = stream_run(CONNECTION, federation.env, run_config, app_dir=REPO, echo=lines.append)
@@ -237,8 +237,8 @@ def test_a_node_worker_runs_the_sites_clientapp_and_listens_on_nothing(live_fede
     assert worker["running"]
     # Site 1's round-1 training ran in the worker (its update was aggregated: see the test above).
     tasks = [line for line in worker["log"].splitlines() if "node worker: task" in line]
-    # One process: the warm-up before round 1 (it loaded the site), then round 1's training.
-    assert [t.split("(")[1].split(")")[0] for t in tasks] == ["query.warm_up", "train"], tasks
+    # One process: the warm-up before round 1 (it loaded the site), then round 1's training and evaluation.
+    assert [t.split("(")[1].split(")")[0] for t in tasks] == ["query.warm_up", "train", "evaluate"], tasks
     assert all(t.endswith("completed") for t in tasks), tasks
     assert worker["listening"] == set()  # it only dials the SuperNode's Runtime API
     assert ("0100007F", worker["runtime_port"]) in worker["supernode_listening"]  # the SuperNode's, on 127.0.0.1
