@@ -114,6 +114,7 @@ def test_study_outputs_hold_the_table_and_every_run(tmp_path):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow  # 1.5-3 min of CI's 15; the study's tables, statistics and plots are tested above, without runs
 def test_reduced_study_writes_table_csv_json_and_plot(tmp_path):
     out = tmp_path / "study"
     completed = subprocess.run(
