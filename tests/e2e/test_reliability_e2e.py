@@ -68,7 +68,10 @@ def faulty_run(cohort):
     completed = simulate_in(
         cohort,
         "flwr-faults",
+        # warm-up: the Ray workers import the ClientApp before round 1, so the 30 s timeout times rounds, not
+        # imports (a loaded CI machine once spent all 30 s of round 1 importing)
         f"num-server-rounds=3 run-name='faults' round-timeout-s=30 min-train-replies=1 max-update-norm=100.0 "
+        "warm-up=true "
         f"fault-injection='{FAULTS}'",
     )
     return completed, cohort / "runs" / "faults"
