@@ -113,6 +113,17 @@ def pull_task_input(client: RuntimeHttpClient):
     return message, context, run, fab, last_missing - started
 
 
+def _runtime_client(address: str, *interceptors) -> RuntimeHttpClient:
+    """A client of the SuperNode's Runtime API: 127.0.0.1 only, plain HTTP, as flower-superexec reaches it."""
+    return RuntimeHttpClient.from_server_address(
+        server_address=address,
+        insecure=True,
+        root_certificates=None,
+        interceptors=list(interceptors),
+        retry_invoker=make_simple_http_retry_invoker(),
+    )
+
+
 def forget_app_modules(app_dir: Path) -> list[str]:
     """Drop from ``sys.modules`` the modules of an app's top-level packages not loaded from ``app_dir``.
 
@@ -153,17 +164,12 @@ class NodeWorker:
         self.busy = False
         self._apps: dict[str, ClientApp] = {}
         self._load = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
-        self._claims = RuntimeHttpClient.from_server_address(
-            server_address=runtime_api_address,
-            insecure=True,  # 127.0.0.1 only, as flower-superexec reaches it
-            root_certificates=None,
-            interceptors=[
-                RuntimeVersionHttpInterceptor(component_name="SuperExec"),
-                SuperExecAuthHttpInterceptor(
-                    master_secret=secret, protected_methods=frozenset({"/flwr.proto.Runtime/AcquireTask"})
-                ),
-            ],
-            retry_invoker=make_simple_http_retry_invoker(),
+        self._claims = _runtime_client(
+            runtime_api_address,
+            RuntimeVersionHttpInterceptor(component_name="SuperExec"),
+            SuperExecAuthHttpInterceptor(
+                master_secret=secret, protected_methods=frozenset({"/flwr.proto.Runtime/AcquireTask"})
+            ),
         )
 
     def claim(self) -> str | None:
@@ -191,15 +197,10 @@ class NodeWorker:
 
     def run_task(self, token: str) -> str:
         """Run one claimed task as ``flwr-clientapp`` would; its final sub-status."""
-        client = RuntimeHttpClient.from_server_address(
-            server_address=self.runtime_api_address,
-            insecure=True,
-            root_certificates=None,
-            interceptors=[
-                RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"),
-                RuntimeTokenHttpInterceptor(token),
-            ],
-            retry_invoker=make_simple_http_retry_invoker(),
+        client = _runtime_client(
+            self.runtime_api_address,
+            RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"),
+            RuntimeTokenHttpInterceptor(token),
         )
         heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
         message = context = reply = None
