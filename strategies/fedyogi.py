@@ -1,13 +1,11 @@
 """FedYogi (Reddi et al. 2021): Yogi on the server over the averaged site update."""
 
-from flwr.serverapp.strategy import FedYogi as FlowerFedYogi
-
-from fedtumor.federation.in_place_fedavg import InPlaceFedAvg
+from fedtumor.federation.in_place_fedopt import InPlaceFedYogi
 from fedtumor.federation.plugin import FlowerStrategyPlugin, Parameter
 from fedtumor.federation.strategy import FedTumorStrategy
 
 
-class FedYogi(FedTumorStrategy, FlowerFedYogi, InPlaceFedAvg):
+class FedYogi(FedTumorStrategy, InPlaceFedYogi):
     """Flower's FedYogi behind fedtumor's reply checks; its moments survive a resume."""
 
     def state_dict(self) -> dict:

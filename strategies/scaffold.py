@@ -106,7 +106,9 @@ class FlowerScaffold(FlowerFedAvg):
             if key not in mean:  # no site sent it: keep it
                 arrays[key] = x
             elif _is_float(array):  # sum_i w_i (y_i - x) = mean - x, as the weights sum to 1
-                arrays[key] = (x + self.server_learning_rate * (mean[key] - x)).astype(x.dtype, copy=False)
+                # x + eta_g (mean - x), computed in the mean's own buffer
+                step = np.multiply(np.subtract(mean[key], x, out=mean[key]), self.server_learning_rate, out=mean[key])
+                arrays[key] = np.add(step, x, out=step).astype(x.dtype, copy=False)
             else:  # integer arrays: FedAvg, rounded back to their dtype
                 arrays[key] = np.rint(mean[key]).astype(x.dtype, copy=False)
 
@@ -115,7 +117,8 @@ class FlowerScaffold(FlowerFedAvg):
             name = DELTA_PREFIX + key
             if all(name in record for record in records):
                 mean_delta = weighted_sum(records, name, [1.0 / len(records)] * len(records))
-                self.control[key] = (control + fraction * mean_delta).astype(control.dtype, copy=False)
+                update = np.multiply(mean_delta, fraction, out=mean_delta)  # c + fraction * mean, in its buffer
+                self.control[key] = np.add(update, control, out=update).astype(control.dtype, copy=False)
 
         metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
         return ArrayRecord({key: Array(np.asarray(value)) for key, value in arrays.items()}), metrics

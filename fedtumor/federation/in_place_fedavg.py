@@ -4,7 +4,7 @@ Flower's ``aggregate_arrayrecords`` deserialises every reply (``Array.numpy()``,
 and allocates a weighted copy of it before adding; with the reply checks on top that is
 more than Flower's own FedAvg costs. :func:`aggregate_arrayrecords_in_place` does the same
 float operations in the same order (``a_1 w_1``, then ``+= a_i w_i`` with Flower's
-weights) on read-only views, through one scratch buffer per array.
+weights) on read-only views, a cache-sized chunk of every array at a time.
 
 :class:`InPlaceFedAvg` is Flower's FedAvg with that aggregation. Put it last in the bases of
 a strategy built on Flower's FedAvg (``class FedAdam(FedTumorStrategy, FlowerFedAdam,
@@ -19,41 +19,55 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
-from fedtumor.federation.array_views import array_view
+from fedtumor.federation.array_views import array_view, weighted_total
+
+
+def weighted_means_in_place(records: list[RecordDict], weighting_metric_name: str) -> dict[str, np.ndarray]:
+    """The weighted mean of every array key over ``records``: Flower's FedAvg floats, as NumPy arrays.
+
+    Flower's ``aggregate_arrayrecords`` visits the records in order and, within one, its
+    ArrayRecords and keys in order; each key's total is the same sum in the same order here
+    (:func:`weighted_total`), over read-only views of the replies.
+    """
+    weights = [float(next(iter(record.metric_records.values()))[weighting_metric_name]) for record in records]
+    total_weight = sum(weights)
+    terms: dict[str, tuple[list[np.ndarray], list[float]]] = {}
+    for record, weight in zip(records, [w / total_weight for w in weights], strict=True):
+        for array_record in record.array_records.values():
+            for key, array in array_record.items():
+                values, key_weights = terms.setdefault(key, ([], []))
+                values.append(array_view(array))
+                key_weights.append(weight)
+    return {key: weighted_total(values, key_weights) for key, (values, key_weights) in terms.items()}
 
 
 def aggregate_arrayrecords_in_place(records: list[RecordDict], weighting_metric_name: str) -> ArrayRecord:
     """``flwr.serverapp.strategy.strategy_utils.aggregate_arrayrecords``, same floats, replies read in place."""
-    weights = [float(next(iter(record.metric_records.values()))[weighting_metric_name]) for record in records]
-    total_weight = sum(weights)
-    totals: dict[str, np.ndarray] = {}
-    scratch: dict[np.dtype, np.ndarray] = {}  # one flat buffer per dtype, the size of the largest array
-    for record, weight in zip(records, [w / total_weight for w in weights], strict=True):
-        for array_record in record.array_records.values():
-            for key, array in array_record.items():
-                values = array_view(array)
-                if key not in totals:
-                    totals[key] = values * weight
-                    continue
-                total = totals[key]
-                if scratch.get(total.dtype, np.empty(0)).size < total.size:
-                    scratch[total.dtype] = np.empty(total.size, total.dtype)
-                weighted = scratch[total.dtype][: total.size].reshape(total.shape)
-                totals[key] += np.multiply(values, weight, out=weighted)  # a 0-d total is a NumPy scalar
-    return ArrayRecord({key: Array(np.asarray(total)) for key, total in totals.items()})
+    means = weighted_means_in_place(records, weighting_metric_name)
+    return ArrayRecord({key: Array(mean) for key, mean in means.items()})
 
 
 class InPlaceFedAvg(FlowerFedAvg):
     """Flower's FedAvg, its weighted mean computed on the replies in place."""
 
+    def weighted_means(
+        self, replies: Iterable[Message]
+    ) -> tuple[dict[str, np.ndarray] | None, MetricRecord | None, list[RecordDict]]:
+        """Flower's reply checks, then the weighted mean per key and the aggregated metrics."""
+        valid_replies, _ = self._check_and_log_replies(replies, is_train=True)
+        if not valid_replies:
+            return None, None, []
+        contents = [message.content for message in valid_replies]
+        return (
+            weighted_means_in_place(contents, self.weighted_by_key),
+            self.train_metrics_aggr_fn(contents, self.weighted_by_key),
+            contents,
+        )
+
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        valid_replies, _ = self._check_and_log_replies(replies, is_train=True)
-        if not valid_replies:
+        means, metrics, _ = self.weighted_means(replies)
+        if means is None:
             return None, None
-        contents = [message.content for message in valid_replies]
-        return (
-            aggregate_arrayrecords_in_place(contents, self.weighted_by_key),
-            self.train_metrics_aggr_fn(contents, self.weighted_by_key),
-        )
+        return ArrayRecord({key: Array(mean) for key, mean in means.items()}), metrics

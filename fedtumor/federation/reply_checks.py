@@ -1,17 +1,19 @@
 """Checks every train reply passes before any strategy may aggregate it.
 
-:func:`checked_update` is what the strategies run: the checks of :func:`reply_problem` and
-the update's norm (:func:`update_norm`) in one pass over each array's bytes.
+:func:`checked_updates` is what the strategies run: for every reply the checks of
+:func:`reply_problem` and the update's norm (:func:`update_norm`) in one pass over each
+array's bytes (:func:`checked_update`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, Message
 
-from fedtumor.federation.array_views import all_finite, array_view, squared_distance
+from fedtumor.federation.array_views import all_finite, array_view, squared_distance, squared_distances_to
 from fedtumor.federation.wire import NUM_EXAMPLES_KEY
 
 
@@ -77,14 +79,42 @@ def _not_finite(key: str) -> str:
     return f"array {key!r} has NaN or Inf values"
 
 
+def checked_updates(
+    messages: Sequence[Message], sent: ArrayRecord | None, extra_prefixes: tuple[str, ...] = ()
+) -> list[tuple[str | None, float | None]]:
+    """:func:`checked_update` of every reply, the global model read once for all of them.
+
+    The squared distances of all replies to each array of the global model are computed in
+    one sweep (:func:`squared_distances_to`); the results are those of one reply at a time.
+    """
+    if sent is None:
+        return [checked_update(message, None, extra_prefixes) for message in messages]
+    candidates: dict[str, list[tuple[int, Array]]] = {}
+    for index, message in enumerate(messages):
+        if _content_problem(message) is not None:
+            continue
+        for key, array in next(iter(message.content.array_records.values())).items():
+            if key in sent and _is_fast_float(array) and _array_problem(key, array, sent, extra_prefixes) is None:
+                candidates.setdefault(key, []).append((index, array))
+    known: list[dict[str, float]] = [{} for _ in messages]
+    for key, pairs in candidates.items():
+        for (index, _), squared in zip(pairs, squared_distances_to([array for _, array in pairs], sent[key])):
+            known[index][key] = squared
+    return [checked_update(message, sent, extra_prefixes, squared) for message, squared in zip(messages, known)]
+
+
 def checked_update(
-    message: Message, sent: ArrayRecord | None, extra_prefixes: tuple[str, ...] = ()
+    message: Message,
+    sent: ArrayRecord | None,
+    extra_prefixes: tuple[str, ...] = (),
+    known_squared: Mapping[str, float] | None = None,
 ) -> tuple[str | None, float | None]:
     """(:func:`reply_problem`, :func:`update_norm`): the same problem, and the norm of a sound reply.
 
     Each float array of the global model is read once: a finite squared distance to the
     global model proves its values finite, so only a non-finite one (a NaN or Inf, or an
     overflowing difference) is looked at again. Without a global model there is no norm.
+    ``known_squared`` holds squared distances already computed, by key.
     """
     if sent is None:
         return reply_problem(message, None, extra_prefixes), None
@@ -101,7 +131,7 @@ def checked_update(
                 return _not_finite(key), None
             total += _squared_update(array, sent[key]) if key in sent else 0.0
             continue
-        squared = squared_distance(array, sent[key])
+        squared = known_squared[key] if known_squared and key in known_squared else squared_distance(array, sent[key])
         if not math.isfinite(squared):
             if not all_finite(array):
                 return _not_finite(key), None

@@ -45,7 +45,7 @@ from fedtumor.federation.ledger import SiteLedger
 from fedtumor.federation.node_quorum import QuorumGrid, asked_node_of, asked_nodes, running_quorum
 from fedtumor.federation.options import StrategyOptions
 from fedtumor.federation.replies import SiteReply, array_record_bytes, describe_reply
-from fedtumor.federation.reply_checks import checked_update, norm_problem
+from fedtumor.federation.reply_checks import checked_updates, norm_problem
 from fedtumor.federation.wire import CLIENT_HOOK_KEY
 
 NO_REPLY = "no reply before the round timeout (round-timeout-s)"
@@ -150,12 +150,14 @@ class FedTumorStrategy:
         return [asked_node_of(message, asked) for message in replies]
 
     # -- what reaches aggregation -----------------------------------------------------
-    def train_reply_problem(self, message: Message) -> tuple[str | None, float | None]:
-        """(why the train reply must not be aggregated or None, its update norm when it is sound)."""
-        problem, norm = checked_update(message, self._sent_arrays, self.extra_reply_prefixes)
-        if problem is not None or norm is None:
-            return problem, None
-        return norm_problem(norm, self.options.max_update_norm), norm
+    def train_reply_problems(self, messages: list[Message]) -> list[tuple[str | None, float | None]]:
+        """Per train reply: (why it must not be aggregated or None, its update norm when it is sound)."""
+        checked = checked_updates(messages, self._sent_arrays, self.extra_reply_prefixes)
+        bound = self.options.max_update_norm
+        return [
+            (problem, None) if problem is not None or norm is None else (norm_problem(norm, bound), norm)
+            for problem, norm in checked
+        ]
 
     def _report_missing(self, server_round: int, phase: str, answered: set[int]) -> None:
         """Sites asked this round that sent nothing back before the timeout (stalled or gone)."""
@@ -172,6 +174,8 @@ class FedTumorStrategy:
         self._report_missing(server_round, phase, set(nodes))
         ledger = self.ledger
         kept = []
+        answered = [message for message in replies if not message.has_error()]
+        checks = dict(zip(map(id, answered), self.train_reply_problems(answered))) if phase == "train" else {}
         for message, node_id in zip(replies, nodes, strict=True):
             if message.has_error():
                 reply = describe_reply(server_round, phase, message, node_id)
@@ -181,7 +185,7 @@ class FedTumorStrategy:
                 log.warning("round %d %s: %s failed: %s", server_round, phase, reply.site_id, reply.error)
                 ledger.record(reply)
                 continue
-            problem, norm = self.train_reply_problem(message) if phase == "train" else (None, None)
+            problem, norm = checks.get(id(message), (None, None))
             reply = describe_reply(server_round, phase, message)
             if problem is not None:
                 log.warning("round %d: rejected the update of %s: %s", server_round, reply.site_id, problem)

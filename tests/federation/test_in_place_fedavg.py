@@ -10,7 +10,8 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 from fedtumor.federation.conformance import as_serverapp, site_reply
 from fedtumor.federation.in_place_fedavg import InPlaceFedAvg, aggregate_arrayrecords_in_place
 
-SHAPES = {"conv": (16, 4, 3, 3, 3), "bias": (16,), "scale": ()}
+# "wide" spans three of the sum's cache-sized chunks, the last one partial.
+SHAPES = {"conv": (16, 4, 3, 3, 3), "bias": (16,), "scale": (), "wide": (3, 50_001)}
 
 
 @pytest.fixture(autouse=True)

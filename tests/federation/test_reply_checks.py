@@ -125,3 +125,30 @@ def test_a_finite_reply_whose_difference_overflows_float32_is_sound_with_its_flo
     problem, norm = checked_update(message, sent)
     assert problem is None and np.isfinite(norm)
     assert norm == update_norm(message, sent)
+
+
+def test_all_replies_checked_together_give_what_each_checked_alone_gives():
+    from fedtumor.federation.reply_checks import checked_update, checked_updates
+
+    rng = np.random.default_rng(1)
+    sent = ArrayRecord(
+        {"w": Array(rng.standard_normal((300, 700)).astype(np.float32)), "b": Array(np.zeros(3, np.float32))}
+    )
+    sound = [
+        train_reply({"w": sent["w"].numpy() + rng.standard_normal((300, 700)).astype(np.float32), "b": b})
+        for b in (np.ones(3, np.float32), np.full(3, 2.0, np.float32))
+    ]
+    nan_w = np.full((300, 700), np.nan, np.float32)
+    unsound = [
+        train_reply({"w": nan_w, "b": np.ones(3, np.float32)}),
+        train_reply({"w": sent["w"].numpy(), "b": np.array([1.0, np.inf, 1.0], np.float32)}),
+        train_reply({"w": nan_w, "b": np.ones(4, np.float32)}),  # the first key's problem
+        train_reply({"w": sent["w"].numpy()}, {"loss": 0.1}),
+    ]
+    messages = [sound[0], *unsound, sound[1]]
+    together = checked_updates(messages, sent, extra_prefixes=("control/",))
+    alone = [checked_update(message, sent, extra_prefixes=("control/",)) for message in messages]
+    assert together == alone  # the same problems and bit-identical norms
+    assert [problem is None for problem, _ in together] == [True, False, False, False, False, True]
+    assert "'w' has NaN" in together[1][0] and "'b' has NaN" in together[2][0]
+    assert together[0][1] != together[-1][1]
