@@ -23,6 +23,7 @@ from client_app.personal import personal_trainer, site_heldout_cases, site_score
 from client_app.privacy import clip_update_when_asked
 from data_loaders.round_patches import round_patch_batches
 from data_loaders.site import SiteData, load_site, node_site_id
+from data_loaders.site_cache import SiteCache
 from data_loaders.validation import relative_to_folder
 from fedtumor.core.config import RunConfig, load_run_config
 from fedtumor.core.errors import ConfigError, DataError
@@ -59,17 +60,14 @@ DATA_ERROR_CODE = SITE_ERROR_CODE  # an application error code, outside Flower's
 
 app = ClientApp()
 
-# Ray keeps a ClientApp's process alive across rounds: keep the preprocessed site data.
-_site_cache: dict[tuple, SiteData] = {}
+# Ray keeps a ClientApp's process alive across rounds, and may send it several sites' messages.
+_site_cache = SiteCache()
 
 
 def _site(config: RunConfig, context: Context) -> SiteData:
     key = (tuple(sorted(config.to_run_config().items())), tuple(sorted(context.node_config.items())))
-    if key not in _site_cache:
-        _site_cache.clear()  # one site per process at a time
-        # The data check's warnings (not BraTS-preprocessed, unplaced files) reach the node's log, once.
-        _site_cache[key] = load_site(config, context.node_config, on_warning=log.warning)
-    return _site_cache[key]
+    # The data check's warnings (not BraTS-preprocessed, unplaced files) reach the node's log, once.
+    return _site_cache.get(key, lambda: load_site(config, context.node_config, on_warning=log.warning))
 
 
 def _prepare(

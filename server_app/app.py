@@ -17,7 +17,7 @@ from flwr.supercore.object_ref import load_app
 
 from fedtumor.core.config import load_run_config
 from fedtumor.core.errors import ConfigError
-from fedtumor.federation.polling_grid import PollingGrid
+from fedtumor.federation.polling_grid import polling_grid_for
 from fedtumor.federation.warm_up import start_warm_up
 
 app = ServerApp()
@@ -28,7 +28,7 @@ APP_DIR = Path(__file__).resolve().parent.parent  # already on sys.path: Flower 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     started = time.perf_counter()
-    grid = PollingGrid(grid)  # pulls replies soon after they arrive; Flower's grid waits 3 s between pulls
+    grid = polling_grid_for(grid)  # pulls replies soon after they arrive; Flower's grids wait 0.1-3 s between pulls
     try:
         config = load_run_config(context.run_config)
     except ConfigError as exc:

@@ -1,18 +1,19 @@
-"""A Grid that pulls a round's replies soon after they arrive, where Flower's waits 3 s between pulls.
+"""A Grid that pulls a round's replies soon after they arrive, where Flower's waits between pulls.
 
-Flower 1.41's ``HttpGrid`` (the ServerApp's grid in a simulation and in a deployment alike)
-pushes a round's messages, pulls the replies, and sleeps 3 s between pulls, so a phase ends up
-to 3 s (1.5 s on average) after its last reply reached the SuperLink: twice a round, train and
-evaluate. :class:`PollingGrid` pulls again after ``first_interval_s``, then backs off by
-``backoff`` up to ``max_interval_s`` between pulls, and starts again from ``first_interval_s``
-after every pull that brought a reply (the other sites' replies tend to follow: in a
-simulation the sites finish one after another). A phase ends within ``max_interval_s`` (0.25 s)
-of its last reply, and a long one costs four pulls a second, each a small request to the
-SuperLink on the centre's own machine. The replies, and so the results, are the same.
+Flower 1.41's grids push a round's messages, pull the replies, and sleep between pulls: 3 s
+for the deployed ServerApp's ``HttpGrid``, 0.1 s for a simulation's ``InMemoryGrid``. A phase
+so ends up to that long (half of it on average) after its last reply arrived: twice a round,
+train and evaluate. :class:`PollingGrid` pulls again after ``first_interval_s``, then backs off
+by ``backoff`` up to ``max_interval_s`` between pulls, and starts again from
+``first_interval_s`` after every pull that brought a reply (the other sites' replies tend to
+follow: in a simulation the sites finish one after another). :func:`polling_grid_for` picks
+``max_interval_s`` for the grid it wraps: 0.25 s where a pull is a request to the SuperLink
+(four a second in a long phase), 0.05 s where it reads the simulation's own in-process state
+(a fraction of a millisecond). The replies, and so the results, are the same.
 
 Example::
 
-    grid = PollingGrid(grid)  # in the ServerApp, before strategy.start(grid=grid, ...)
+    grid = polling_grid_for(grid)  # in the ServerApp, before strategy.start(grid=grid, ...)
 """
 
 from __future__ import annotations
@@ -21,6 +22,16 @@ import time
 from collections.abc import Callable, Iterable
 
 from flwr.app import Message
+from flwr.superlink.grid.inmemory_grid import InMemoryGrid
+
+REMOTE_MAX_INTERVAL_S = 0.25  # a pull is a request to the SuperLink
+IN_PROCESS_MAX_INTERVAL_S = 0.05  # a pull reads the simulation's in-process state
+
+
+def polling_grid_for(grid) -> PollingGrid:
+    """``grid`` wrapped in a :class:`PollingGrid` whose longest wait suits what one pull costs."""
+    in_process = isinstance(grid, InMemoryGrid)
+    return PollingGrid(grid, max_interval_s=IN_PROCESS_MAX_INTERVAL_S if in_process else REMOTE_MAX_INTERVAL_S)
 
 
 class PollingGrid:
@@ -30,7 +41,7 @@ class PollingGrid:
         self,
         grid,
         first_interval_s: float = 0.05,
-        max_interval_s: float = 0.25,
+        max_interval_s: float = REMOTE_MAX_INTERVAL_S,
         backoff: float = 1.5,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,

@@ -96,11 +96,11 @@ def test_a_warmed_up_site_keeps_its_data_and_trains_exactly_as_a_cold_one(tmp_pa
     reply = _warm_up(run_config, node)
     assert not reply.has_error(), reply.error
     assert reply.content[SITE_RECORD_KEY][SITE_ID_KEY] == "site-1"
-    site = next(iter(client_module._site_cache.values()))  # kept for round 1
+    site = client_module._site_cache.sites()[-1]  # kept for round 1
     assert reply.content[METRICS_KEY][NUM_EXAMPLES_KEY] == len(site.train) > 0
     torch.manual_seed(12345)  # whatever the process drew before: each round seeds its own patches
     warm = _train(run_config, node)
-    assert next(iter(client_module._site_cache.values())) is site  # not loaded again
+    assert client_module._site_cache.sites()[-1] is site  # not loaded again
     for key, array in cold.content[ARRAYS_KEY].items():
         assert np.array_equal(array.numpy(), warm.content[ARRAYS_KEY][key].numpy()), key
 

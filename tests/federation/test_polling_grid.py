@@ -67,3 +67,13 @@ def test_bad_intervals_are_refused():
         PollingGrid(ScriptedGrid({}), first_interval_s=2.0, max_interval_s=1.0)
     with pytest.raises(ValueError, match="backoff"):
         PollingGrid(ScriptedGrid({}), backoff=0.5)
+
+
+def test_a_simulations_in_process_grid_is_pulled_more_often_than_a_superlinks():
+    from flwr.superlink.grid.inmemory_grid import InMemoryGrid
+
+    from fedtumor.federation.polling_grid import polling_grid_for
+
+    in_process = polling_grid_for(InMemoryGrid.__new__(InMemoryGrid))  # a simulation's grid, not started
+    remote = polling_grid_for(ScriptedGrid({}))
+    assert in_process.max_interval_s == 0.05 < remote.max_interval_s == 0.25
