@@ -9,6 +9,8 @@ memory the aggregation allocated (tracemalloc, which sees numpy's buffers), next
 size of one round of replies and the ratio of the two. Targets: FedAvg-class strategies at
 most 1x Flower's FedAvg; robust strategies (median, trimmed mean, Krum; listed separately)
 at most 3x, with extra memory at most one round of replies (peak / replies <= 1).
+A strategy whose replies carry more than the model (SCAFFOLD's control-variate updates) is
+also timed against Flower's FedAvg over those same, bigger replies (`x same replies`).
 
     python scripts/bench_aggregation.py --clients 71 --repeats 3 --json docs/bench_aggregation.json
 """
@@ -129,6 +131,8 @@ def main() -> int:
     sampling = StrategyOptions(min_available_nodes=1)
 
     results = {}
+    same_reply_baselines: dict[tuple[str, ...], tuple[float, float, float]] = {}
+    reply_prefixes: dict[str, tuple[str, ...]] = {}
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("aggregating", total=len(names) + 1)
         results[BASELINE] = time_aggregation(
@@ -150,6 +154,15 @@ def main() -> int:
             results[name] = time_aggregation(
                 make, global_record, lambda p=prefixes: site_replies(global_arrays, node_ids, p), grid, args.repeats
             )
+            if prefixes and prefixes not in same_reply_baselines:  # Flower's FedAvg over these bigger replies too
+                same_reply_baselines[prefixes] = time_aggregation(
+                    lambda: FlowerFedAvg(**sampling.flower_kwargs()),
+                    global_record,
+                    lambda p=prefixes: site_replies(global_arrays, node_ids, p),
+                    grid,
+                    args.repeats,
+                )
+            reply_prefixes[name] = prefixes
             progress.advance(task)
 
     # One round of replies, the model arrays every site sends (as strategies without extra arrays get them).
@@ -160,6 +173,8 @@ def main() -> int:
             "strategy": n,
             "seconds": s,
             "ratio_to_fedavg": s / base_seconds,
+            # Against Flower's FedAvg over the same replies: more than the model for strategies with extra arrays.
+            "ratio_to_fedavg_same_replies": s / same_reply_baselines.get(reply_prefixes.get(n, ()), (base_seconds,))[0],
             "cpu_seconds": c,
             "cpu_ratio_to_fedavg": c / base_cpu_seconds,
             "peak_mib": m,
@@ -177,7 +192,9 @@ def main() -> int:
             + f": {args.clients} clients x {num_params / 1e6:.1f} M parameters ({args.model}, {args.base_filters}),"
             + f" replies {replies_mib:,.0f} MiB a round"
         )
-        for column in ("strategy", "median s", "x Flower FedAvg", "CPU x Flower", "peak MiB", "peak / replies"):
+        for column in (
+            "strategy", "median s", "x Flower FedAvg", "x same replies", "CPU x Flower", "peak MiB", "peak / replies"
+        ):  # fmt: skip
             table.add_column(column, justify="left" if column == "strategy" else "right")
         for row in rows:
             if row["robust"] == robust:
@@ -185,6 +202,7 @@ def main() -> int:
                     row["strategy"],
                     f"{row['seconds']:.3f}",
                     f"{row['ratio_to_fedavg']:.2f}",
+                    f"{row['ratio_to_fedavg_same_replies']:.2f}",
                     f"{row['cpu_ratio_to_fedavg']:.2f}",
                     f"{row['peak_mib']:,.0f}",
                     f"{row['peak_to_replies']:.2f}",

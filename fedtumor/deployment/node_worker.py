@@ -162,7 +162,7 @@ class NodeWorker:
         self.poll_interval_s = poll_interval_s
         self.tasks_run = 0
         self.busy = False
-        self._apps: dict[str, ClientApp] = {}
+        self._app: tuple[str, ClientApp] | None = None  # (FAB hash, its ClientApp): one app in memory
         self._load = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
         self._claims = _runtime_client(
             runtime_api_address,
@@ -188,12 +188,12 @@ class NodeWorker:
 
     def client_app(self, fab_id: str, fab_version: str, fab_content: bytes, fab_hash: str) -> ClientApp:
         """The ClientApp of this FAB: installed and imported on its first task only."""
-        if fab_hash not in self._apps:
+        if self._app is None or self._app[0] != fab_hash:
             install_from_fab(fab_content, skip_prompt=True)
             app_dir = get_project_dir(fab_id, fab_version, fab_hash)
             forget_app_modules(app_dir)
-            self._apps = {fab_hash: self._load(fab_id, fab_version, fab_hash)}  # one app in memory
-        return self._apps[fab_hash]
+            self._app = (fab_hash, self._load(fab_id, fab_version, fab_hash))
+        return self._app[1]
 
     def run_task(self, token: str) -> str:
         """Run one claimed task as ``flwr-clientapp`` would; its final sub-status."""

@@ -38,3 +38,6 @@ def test_bench_aggregation_times_every_installed_strategy(tmp_path):
     assert record["parameters"] > 0
     assert all(row["seconds"] > 0 and row["peak_mib"] >= one_model_mib for row in rows.values()), rows
     assert {name for name, row in rows.items() if row["robust"]} == {"fedmedian", "fedtrimmedavg", "krum"}
+    # SCAFFOLD's replies carry its control-variate updates: its other baseline is Flower's FedAvg over those.
+    assert rows["scaffold"]["ratio_to_fedavg_same_replies"] < rows["scaffold"]["ratio_to_fedavg"]
+    assert rows["fedavg"]["ratio_to_fedavg_same_replies"] == rows["fedavg"]["ratio_to_fedavg"]
