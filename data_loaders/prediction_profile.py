@@ -125,7 +125,9 @@ def profile_prediction(subject_dir: Path, network: NetworkSpec, device: str = "c
         predict_seconds=predict_seconds,
         cpu_seconds=cpu_seconds,
         rss_before_mb=rss_before,
-        peak_rss_mb=_rss_mb("VmHWM"),
+        # Linux refreshes its recorded high-water mark only at some events (VmHWM reads the larger of it and
+        # the current RSS), so a later VmHWM can be below an RSS measured earlier: that RSS was reached.
+        peak_rss_mb=max(_rss_mb("VmHWM"), rss_before),
         cuda_peak_mb=cuda_peak,
         input_shape=shape,
         labelled_voxels=labelled,

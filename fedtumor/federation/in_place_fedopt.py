@@ -43,7 +43,7 @@ class InPlaceFedOptStep:
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        means, metrics, _ = self.weighted_means(replies)
+        means, metrics = self.weighted_means(replies)
         if means is None:
             return None, None
         current = self.current_arrays

@@ -92,6 +92,7 @@ def test_the_example_own_tests_pass(installed):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow  # CI's time; the plugin's kit and listing run in CI, its federation is any strategy's
 def test_plugin_runs_a_real_two_round_federation(installed, tmp_path, two_site_cohort):
     run_config = (
         f"strategy='{NAME}' strategy-config='max-update-norm=1.0' num-server-rounds=2 data-dir='{two_site_cohort}' "

@@ -120,6 +120,7 @@ def test_summary_and_manifests_record_the_failures_and_the_data(faulty_run):
     assert summary["data_manifests"] == {site: m["sha256"] for site, m in manifests.items()}
 
 
+@pytest.mark.slow  # CI time: the failing-sites run is the fault test CI runs in simulation
 def test_too_few_usable_updates_end_the_run_with_a_clear_error(cohort):
     completed = simulate_in(
         cohort,
@@ -181,6 +182,7 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(run_dir / "final_model.pt", map_location="cpu", weights_only=True)["state_dict"]
 
 
+@pytest.mark.slow  # three simulations, about 4 minutes of CI's 15; run with `pytest -m slow`
 def test_a_run_killed_after_round_2_and_resumed_ends_like_an_uninterrupted_run(cohort):
     reference = simulate_in(cohort, "flwr-reference", f"{RESUME_RUN} run-name='reference'")
     assert reference.returncode == 0, reference.stdout[-3000:]
