@@ -18,11 +18,11 @@ Example::
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterable
 
 from flwr.app import Message
-from flwr.superlink.grid.inmemory_grid import InMemoryGrid
 
 REMOTE_MAX_INTERVAL_S = 0.25  # a pull is a request to the SuperLink
 IN_PROCESS_MAX_INTERVAL_S = 0.05  # a pull reads the simulation's in-process state
@@ -30,7 +30,9 @@ IN_PROCESS_MAX_INTERVAL_S = 0.05  # a pull reads the simulation's in-process sta
 
 def polling_grid_for(grid) -> PollingGrid:
     """``grid`` wrapped in a :class:`PollingGrid` whose longest wait suits what one pull costs."""
-    in_process = isinstance(grid, InMemoryGrid)
+    # Not imported here: Flower's simulation has loaded it whenever its grid is one (a second of imports otherwise).
+    module = sys.modules.get("flwr.superlink.grid.inmemory_grid")
+    in_process = module is not None and isinstance(grid, module.InMemoryGrid)
     return PollingGrid(grid, max_interval_s=IN_PROCESS_MAX_INTERVAL_S if in_process else REMOTE_MAX_INTERVAL_S)
 
 
