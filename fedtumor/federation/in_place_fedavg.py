@@ -50,21 +50,16 @@ def aggregate_arrayrecords_in_place(records: list[RecordDict], weighting_metric_
 class InPlaceFedAvg(FlowerFedAvg):
     """Flower's FedAvg, its weighted mean computed on the replies in place."""
 
-    def weighted_means(self, replies: Iterable[Message]) -> tuple[dict[str, np.ndarray] | None, MetricRecord | None]:
-        """Flower's reply checks, then the weighted mean per key and the aggregated metrics."""
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         valid_replies, _ = self._check_and_log_replies(replies, is_train=True)
         if not valid_replies:
             return None, None
         contents = [message.content for message in valid_replies]
-        return (
-            weighted_means_in_place(contents, self.weighted_by_key),
-            self.train_metrics_aggr_fn(contents, self.weighted_by_key),
-        )
+        means = weighted_means_in_place(contents, self.weighted_by_key)
+        return self.model_from_means(server_round, means), self.train_metrics_aggr_fn(contents, self.weighted_by_key)
 
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        means, metrics = self.weighted_means(replies)
-        if means is None:
-            return None, None
-        return ArrayRecord({key: Array(mean) for key, mean in means.items()}), metrics
+    def model_from_means(self, server_round: int, means: dict[str, np.ndarray]) -> ArrayRecord:
+        """The new global model from the weighted means: FedAvg's is the means themselves."""
+        return ArrayRecord({key: Array(mean) for key, mean in means.items()})

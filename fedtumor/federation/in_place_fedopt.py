@@ -12,10 +12,8 @@ Put these where Flower's class would go: ``class FedAdam(FedTumorStrategy, InPla
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import numpy as np
-from flwr.app import Array, ArrayRecord, Message, MetricRecord
+from flwr.app import Array, ArrayRecord
 from flwr.serverapp.exception import AggregationError
 from flwr.serverapp.strategy import FedAdam as FlowerFedAdam
 from flwr.serverapp.strategy import FedYogi as FlowerFedYogi
@@ -40,12 +38,11 @@ class InPlaceFedOptStep:
     v_t: dict[str, np.ndarray] | None
     beta_1: float
 
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        means, metrics = self.weighted_means(replies)
-        if means is None:
-            return None, None
+    # InPlaceFedAvg's, not Flower's FedAdam's or FedYogi's (which come first in a concrete class's bases).
+    aggregate_train = InPlaceFedAvg.aggregate_train
+
+    def model_from_means(self, server_round: int, means: dict[str, np.ndarray]) -> ArrayRecord:
+        """Flower's FedOpt checks, then the server step key by key."""
         current = self.current_arrays
         if current is None:
             raise AggregationError(
@@ -63,7 +60,7 @@ class InPlaceFedOptStep:
             m_t[key], v_t[key], new_value = self._key_step(server_round, x, mean, m_t.get(key), v_t.get(key))
             new_arrays[key] = Array(new_value)
         self.m_t, self.v_t = m_t, v_t
-        return ArrayRecord(new_arrays), metrics
+        return ArrayRecord(new_arrays)
 
     def _key_step(self, server_round: int, x: np.ndarray, mean: np.ndarray, m: np.ndarray | None, v: np.ndarray | None):
         """(m_t, v_t, new value) of one key, Flower's expressions a cache-sized chunk at a time.
