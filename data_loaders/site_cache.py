@@ -40,9 +40,6 @@ class SiteCache:
         self.max_bytes = max_bytes
         self._sites: OrderedDict[Hashable, tuple[SiteData, int]] = OrderedDict()
 
-    def __len__(self) -> int:
-        return len(self._sites)
-
     def sites(self) -> list[SiteData]:
         """The cached sites, least recently used first."""
         return [site for site, _ in self._sites.values()]

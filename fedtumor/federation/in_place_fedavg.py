@@ -2,13 +2,15 @@
 
 Flower's ``aggregate_arrayrecords`` deserialises every reply (``Array.numpy()``, a copy)
 and allocates a weighted copy of it before adding; with the reply checks on top that is
-more than Flower's own FedAvg costs. :func:`aggregate_arrayrecords_in_place` does the same
+more than Flower's own FedAvg costs. :func:`weighted_means_in_place` does the same
 float operations in the same order (``a_1 w_1``, then ``+= a_i w_i`` with Flower's
 weights) on read-only views, a cache-sized chunk of every array at a time.
 
 :class:`InPlaceFedAvg` is Flower's FedAvg with that aggregation. Put it last in the bases of
-a strategy built on Flower's FedAvg (``class FedAdam(FedTumorStrategy, FlowerFedAdam,
-InPlaceFedAvg)``): Flower's subclasses reach it through ``super().aggregate_train``.
+a strategy built on Flower's FedAvg (``class FedProx(FedTumorStrategy, FlowerFedProx,
+InPlaceFedAvg)``): Flower's subclasses reach it through ``super().aggregate_train``, and
+:meth:`InPlaceFedAvg.model_from_means` is where a subclass turns the means into its model
+(``fedtumor/federation/in_place_fedopt.py``).
 """
 
 from __future__ import annotations
@@ -39,12 +41,6 @@ def weighted_means_in_place(records: list[RecordDict], weighting_metric_name: st
                 values.append(array_view(array))
                 key_weights.append(weight)
     return {key: weighted_total(values, key_weights) for key, (values, key_weights) in terms.items()}
-
-
-def aggregate_arrayrecords_in_place(records: list[RecordDict], weighting_metric_name: str) -> ArrayRecord:
-    """``flwr.serverapp.strategy.strategy_utils.aggregate_arrayrecords``, same floats, replies read in place."""
-    means = weighted_means_in_place(records, weighting_metric_name)
-    return ArrayRecord({key: Array(mean) for key, mean in means.items()})
 
 
 class InPlaceFedAvg(FlowerFedAvg):

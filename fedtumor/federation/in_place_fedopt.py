@@ -79,8 +79,7 @@ class InPlaceFedOptStep:
             v_old = flat_v[start:stop] if flat_v is not None else np.zeros_like(flat_mean[start:stop])
             m_new = self.beta_1 * m_old + (1 - self.beta_1) * delta
             v_new = self.second_moment(v_old, delta)
-            new = np.asarray(self.server_step(server_round, flat_x[start:stop], m_new, v_new))
-            new = new.astype(x.dtype, copy=False)
+            new = self.server_step(server_round, flat_x[start:stop], m_new, v_new).astype(x.dtype, copy=False)
             if not outputs:
                 outputs = [np.empty(flat_x.size, part.dtype) for part in (m_new, v_new, new)]
             for output, part in zip(outputs, (m_new, v_new, new)):
